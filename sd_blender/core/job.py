@@ -1,0 +1,128 @@
+"""One generation on the server, run in a worker thread, observed from Blender's UI thread.
+
+The thread submits the job, polls its progress, downloads the results and writes them to disk.
+The UI thread only ever reads `snapshot()` (a lock and a copy) and calls `cancel()`.
+"""
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from .client import ServerError
+
+SUBMITTING = "submitting"
+QUEUED = "queued"
+RUNNING = "running"
+DOWNLOADING = "downloading"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+_SERVER_FINISHED_STATES = ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    state: str = SUBMITTING
+    step: int = 0
+    total: int = 0
+    message: str = ""
+    job_id: str | None = None
+    result_paths: tuple[str, ...] = ()
+    parameters: dict | None = None
+
+    @property
+    def finished(self):
+        return self.state in FINISHED_STATES
+
+    @property
+    def fraction(self):
+        return self.step / self.total if self.total else 0.0
+
+
+def unique_path(directory, stem, suffix=".png"):
+    """A path in directory that does not exist yet: results never overwrite earlier ones."""
+    candidate = os.path.join(directory, stem + suffix)
+    counter = 1
+    while os.path.exists(candidate):
+        candidate = os.path.join(directory, f"{stem}_{counter}{suffix}")
+        counter += 1
+    return candidate
+
+
+class GenerationJob:
+    def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25):
+        self._client = client
+        self._request = job_request
+        self._output_dir = output_dir
+        self._file_stem = file_stem
+        self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._snapshot = JobSnapshot()
+        self._cancel_requested = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sd_blender generation", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def cancel(self):
+        self._cancel_requested.set()
+
+    def snapshot(self):
+        with self._lock:
+            return self._snapshot
+
+    def wait(self, timeout=None):
+        self._thread.join(timeout)
+        return self.snapshot()
+
+    def _update(self, **changes):
+        with self._lock:
+            self._snapshot = JobSnapshot(**{**self._snapshot.__dict__, **changes})
+
+    def _run(self):
+        try:
+            self._follow(self._client.submit(self._request))
+        except ServerError as error:
+            self._update(state=FAILED, message=str(error))
+        except OSError as error:
+            self._update(state=FAILED, message=f"could not write the result: {error}")
+
+    def _follow(self, job_id):
+        self._update(state=QUEUED, job_id=job_id, message="queued on the server")
+        cancel_sent = False
+        while True:
+            if self._cancel_requested.is_set() and not cancel_sent:
+                self._client.cancel(job_id)
+                cancel_sent = True
+            status = self._client.job(job_id)
+            if status["state"] in _SERVER_FINISHED_STATES:
+                break
+            progress = status.get("progress") or {}
+            step, total = progress.get("step", 0), progress.get("total", 0)
+            self._update(state=status["state"], step=step, total=total,
+                         message=f"step {step} of {total}" if status["state"] == RUNNING else "queued on the server")
+            time.sleep(self._poll_interval)
+        if status["state"] == "done":
+            self._update(step=status["progress"]["total"], total=status["progress"]["total"],
+                         parameters=status.get("parameters"))
+            self._download(status)
+        elif status["state"] == "cancelled":
+            self._update(state=CANCELLED, message="cancelled")
+        else:
+            self._update(state=FAILED, message=f"the server could not generate: {status.get('error')}")
+
+    def _download(self, status):
+        self._update(state=DOWNLOADING, message="downloading the result")
+        os.makedirs(self._output_dir, exist_ok=True)
+        seeds = (status.get("parameters") or {}).get("seeds") or []
+        paths = []
+        for index, url in enumerate(status["images"]):
+            seed = seeds[index] if index < len(seeds) else index
+            path = unique_path(self._output_dir, f"{self._file_stem}_{seed}")
+            with open(path, "wb") as file:
+                file.write(self._client.download(url))
+            paths.append(path)
+        self._update(state=DONE, result_paths=tuple(paths),
+                     message=f"done: {len(paths)} image(s) in {self._output_dir}")
