@@ -1,0 +1,34 @@
+import base64
+
+import pytest
+
+from sd_blender.core.request import ControlImage, GenerationSettings, build_job_request, round_to_multiple_of_8
+
+
+@pytest.mark.parametrize("value, rounded", [(512, 512), (515, 512), (516, 520), (1080, 1080), (10, 64), (5000, 2048)])
+def test_sizes_round_to_the_nearest_multiple_of_8_within_bounds(value, rounded):
+    assert round_to_multiple_of_8(value) == rounded
+
+
+def test_request_carries_settings_and_base64_controls():
+    settings = GenerationSettings(
+        prompt="a lighthouse", negative_prompt="blurry", seed=42, steps=12, guidance_scale=6.0,
+        width=640, height=384, num_images=2, scheduler="euler_a",
+        controls=(ControlImage("depth", b"\x89PNG fake", weight=0.8, start=0.1, end=0.9),),
+    )
+    body = build_job_request(settings)
+    assert body["prompt"] == "a lighthouse" and body["negative_prompt"] == "blurry"
+    assert (body["seed"], body["steps"], body["width"], body["height"], body["num_images"]) == (42, 12, 640, 384, 2)
+    assert body["scheduler"] == "euler_a" and body["guidance_scale"] == 6.0
+    (control,) = body["controls"]
+    assert control["type"] == "depth" and base64.b64decode(control["image"]) == b"\x89PNG fake"
+    assert (control["weight"], control["start"], control["end"]) == (0.8, 0.1, 0.9)
+
+
+def test_random_seed_is_sent_as_null():
+    assert build_job_request(GenerationSettings(prompt="x"))["seed"] is None
+
+
+def test_size_not_a_multiple_of_8_is_refused_before_sending():
+    with pytest.raises(ValueError, match="width"):
+        build_job_request(GenerationSettings(prompt="x", width=500))
