@@ -1,49 +1,35 @@
-"""Render control passes from the scene: one Cycles render, read back as exact float buffers.
+"""Render control passes from the scene: exact float buffers from Cycles.
 
-The render uses 1 sample with a pixel filter narrower than a pixel, so every pixel is the exact
-value at its centre. The user's render settings are changed only for the duration of the render
-and are put back afterwards.
+Each pass is one Cycles render with a material override whose emission is the quantity wanted
+(camera depth for the depth pass), 1 sample and a pixel filter narrower than a pixel, so every
+pixel holds the exact value at its centre. The result goes through a 32-bit float EXR. The user's
+render settings are changed only for the duration of the render and are put back afterwards.
 """
 import os
-import sys
 import tempfile
 from contextlib import contextmanager
 
 import bpy
 import numpy as np
 
-from .core.depth import inverse_depth_image
+from .core.depth import BACKGROUND_DISTANCE, inverse_depth_image
 
 PASS_KINDS = ("depth",)
 
 # Float buffer → 8-bit control image in the convention of the public ControlNets.
 _TO_CONTROL_IMAGE = {"depth": inverse_depth_image}
 
-# Which view-layer pass each kind needs, and its channel suffix in the multilayer EXR.
-_VIEW_LAYER_PASSES = {"depth": ("use_pass_z", ".Depth.Z")}
-
 
 class PassError(Exception):
     """The scene cannot be rendered into passes; the message says what to fix."""
-
-
-def _openimageio():
-    try:
-        import OpenImageIO
-    except ImportError:
-        # Blender puts its bundled packages on sys.path; the bpy module from PyPI does not.
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        sys.path.append(os.path.join(bpy.utils.resource_path("LOCAL"), "python", "lib", version, "site-packages"))
-        import OpenImageIO
-    return OpenImageIO
 
 
 @contextmanager
 def temporarily_set(settings):
     """Set (owner, attribute, value) triples, restoring the old values afterwards.
 
-    Restored in the order given: image_settings.file_format must come back before its
-    color_depth, which the file format constrains.
+    Restored in the order given: an image format's media type and file format must come back
+    before its color_depth, which they constrain.
     """
     saved = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in settings]
     try:
@@ -55,14 +41,25 @@ def temporarily_set(settings):
             setattr(owner, attribute, value)
 
 
-def _render_settings(scene, view_layer, kinds, width, height, exr_path):
+def _float_exr_settings(image_settings):
+    """32-bit RGBA EXR. Blender 5.0 added media_type, which must be set first."""
+    media_type = [(image_settings, "media_type", "IMAGE")] if hasattr(image_settings, "media_type") else []
+    return media_type + [
+        (image_settings, "file_format", "OPEN_EXR"),
+        (image_settings, "color_mode", "RGBA"),
+        (image_settings, "color_depth", "32"),
+    ]
+
+
+def _render_settings(scene, view_layer, material, width, height, exr_path):
     render, cycles = scene.render, scene.cycles
-    settings = [
+    return [
         (render, "engine", "CYCLES"),
         (cycles, "samples", 1),
         (cycles, "use_adaptive_sampling", False),
         (cycles, "use_denoising", False),
         (cycles, "filter_width", 0.01),
+        (render, "film_transparent", True),
         (render, "resolution_x", width),
         (render, "resolution_y", height),
         (render, "resolution_percentage", 100),
@@ -74,48 +71,72 @@ def _render_settings(scene, view_layer, kinds, width, height, exr_path):
         (render, "use_sequencer", False),
         (render, "use_single_layer", True),
         (render, "filepath", exr_path),
-        (render.image_settings, "file_format", "OPEN_EXR_MULTILAYER"),
-        (render.image_settings, "color_depth", "32"),
-    ]
-    settings += [(view_layer, _VIEW_LAYER_PASSES[kind][0], True) for kind in kinds]
-    return settings
+        (view_layer, "material_override", material),
+    ] + _float_exr_settings(render.image_settings)
 
 
-def _read_exr_channels(path, suffixes):
-    """{suffix: (H, W) float32, top row first} for the channels ending in each suffix."""
-    oiio = _openimageio()
-    image = oiio.ImageInput.open(path)
-    if image is None:
-        raise PassError(f"Blender wrote no readable pass file at {path}")
+def _emission_material(name, link_value):
+    """A temporary material emitting, unlit, the value that link_value(nodes) returns."""
+    material = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0, and use_nodes is deprecated
+        material.use_nodes = True
+    nodes = material.node_tree.nodes
+    nodes.clear()
+    emission = nodes.new("ShaderNodeEmission")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    material.node_tree.links.new(link_value(nodes), emission.inputs["Color"])
+    material.node_tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    return material
+
+
+def _depth_material():
+    return _emission_material("SD depth pass", lambda nodes: nodes.new("ShaderNodeCameraData").outputs["View Z Depth"])
+
+
+_PASS_MATERIALS = {"depth": _depth_material}
+
+
+def _read_exr(path):
+    """(H, W, 4) float32, top row first."""
+    image = bpy.data.images.load(path)
     try:
-        names = list(image.spec().channelnames)
-        pixels = image.read_image(oiio.FLOAT)
+        width, height = image.size
+        pixels = np.empty(width * height * 4, np.float32)
+        image.pixels.foreach_get(pixels)
     finally:
-        image.close()
-    channels = {}
-    for suffix in suffixes:
-        matches = [index for index, name in enumerate(names) if name.endswith(suffix)]
-        if not matches:
-            raise PassError(f"the render has no {suffix.strip('.')} channel (channels: {', '.join(names)})")
-        channels[suffix] = pixels[:, :, matches[0]]
-    return channels
+        bpy.data.images.remove(image)
+    return pixels.reshape(height, width, 4)[::-1]
+
+
+def _render_with_material(scene, material, width, height):
+    view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+    with tempfile.TemporaryDirectory(prefix="sd_blender_passes_") as folder:
+        exr_path = os.path.join(folder, "pass.exr")
+        with temporarily_set(_render_settings(scene, view_layer, material, width, height, exr_path)):
+            bpy.ops.render.render(write_still=True, layer=view_layer.name, scene=scene.name)
+        return _read_exr(exr_path)
+
+
+def _distance_buffer(rgba):
+    """Camera depth per pixel; 1e10 (Blender's 'nothing hit') where the film stayed transparent."""
+    return np.where(rgba[:, :, 3] > 0.0, rgba[:, :, 0], BACKGROUND_DISTANCE * 10.0)
 
 
 def render_pass_buffers(scene, kinds, width, height):
-    """Render the scene once and return {kind: float buffer} in Blender units."""
-    unknown = [kind for kind in kinds if kind not in _VIEW_LAYER_PASSES]
+    """Render the scene and return {kind: float buffer} in Blender units."""
+    unknown = [kind for kind in kinds if kind not in _PASS_MATERIALS]
     if unknown:
         raise PassError(f"unknown pass {', '.join(unknown)}; available: {', '.join(PASS_KINDS)}")
     if scene.camera is None:
         raise PassError("the scene has no active camera: add one and set it as the scene camera")
-    view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
-    with tempfile.TemporaryDirectory(prefix="sd_blender_passes_") as folder:
-        exr_path = os.path.join(folder, "passes.exr")
-        with temporarily_set(_render_settings(scene, view_layer, kinds, width, height, exr_path)):
-            bpy.ops.render.render(write_still=True, layer=view_layer.name, scene=scene.name)
-        suffixes = {kind: _VIEW_LAYER_PASSES[kind][1] for kind in kinds}
-        channels = _read_exr_channels(exr_path, suffixes.values())
-    return {kind: channels[suffix] for kind, suffix in suffixes.items()}
+    buffers = {}
+    for kind in kinds:
+        material = _PASS_MATERIALS[kind]()
+        try:
+            buffers[kind] = _distance_buffer(_render_with_material(scene, material, width, height))
+        finally:
+            bpy.data.materials.remove(material)
+    return buffers
 
 
 def render_control_images(scene, kinds, width, height):
