@@ -40,10 +40,10 @@ test-core: $(VENV)/.installed
 test-server: $(VENV)/.installed
 	$(PY) -m pytest tests/server
 
-test-blender: $(VENV)/.installed
+test-blender: $(VENV)/.installed extension
 	$(PY) -m pytest tests/blender
 
-test-blender5: $(VENV)/.installed $(VENV_BPY5)/.installed
+test-blender5: $(VENV)/.installed $(VENV_BPY5)/.installed extension
 	SD_BLENDER_SERVER=$(abspath $(VENV)/bin/sd-blender-server) $(PY_BPY5) -m pytest tests/blender
 
 extension: $(EXTENSION_ZIP)
