@@ -1,0 +1,82 @@
+"""Request and response models of the HTTP API (pydantic v2)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from PIL import Image
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from .images import decode_base64_image
+
+SCHEDULERS = ("unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun")
+SchedulerName = Literal["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+# Decoded while the request is validated, so a bad image is a 422 naming its field.
+Base64Image = Annotated[
+    Image.Image,
+    BeforeValidator(decode_base64_image),
+    PlainSerializer(lambda image: f"<{image.width}x{image.height} image>"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "a PNG or JPEG file, base64"}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class Control(_Strict):
+    type: str = Field(description="the control type, e.g. depth, normal, openpose, lineart")
+    image: Base64Image
+    weight: float = Field(1.0, ge=0, le=2, description="controlnet_conditioning_scale")
+    start: float = Field(0.0, ge=0, le=1, description="fraction of the steps where this control starts")
+    end: float = Field(1.0, ge=0, le=1, description="fraction of the steps where this control ends")
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Control:
+        if self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be less than end ({self.end})")
+        return self
+
+
+class JobRequest(_Strict):
+    prompt: str = Field("", max_length=4000)
+    negative_prompt: str = Field("", max_length=4000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="null picks a random seed")
+    steps: int = Field(20, ge=1, le=150)
+    guidance_scale: float = Field(7.5, ge=0, le=30)
+    width: int = Field(512, ge=64, le=2048, multiple_of=8)
+    height: int = Field(512, ge=64, le=2048, multiple_of=8)
+    num_images: int = Field(1, ge=1, le=8)
+    scheduler: SchedulerName = "unipc"
+    controls: list[Control] = Field(default_factory=list, max_length=4)
+    init_image: Base64Image | None = Field(None, description="img2img source image")
+    strength: float = Field(0.75, ge=0, le=1, description="img2img denoising strength")
+
+    @model_validator(mode="after")
+    def _img2img_runs_a_step(self) -> JobRequest:
+        # img2img runs int(steps * strength) steps; diffusers fails on zero.
+        if self.init_image is not None and int(self.steps * self.strength) < 1:
+            raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
+        return self
+
+
+class JobCreated(BaseModel):
+    id: str
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: JobState
+    progress: Progress
+    error: str | None
+    images: list[str]
+    parameters: dict
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
