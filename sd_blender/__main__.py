@@ -1,7 +1,11 @@
 """`python -m sd_blender passes|generate ...` with the bpy module (see cli.py)."""
 import sys
 
-from . import cli, register
+from . import cli, register, unregister
 
 register()
-sys.exit(cli.run(sys.argv[1:]))
+try:
+    status = cli.run(sys.argv[1:])
+finally:
+    unregister()  # the bpy module crashes at exit while add-on classes are still registered
+sys.exit(status)

@@ -31,6 +31,14 @@ def _kinds(text):
     return kinds
 
 
+def _apply_targets(text):
+    targets = [target.strip() for target in text.split(",") if target.strip() and target.strip() != "none"]
+    unknown = [target for target in targets if target not in ("background", "texture")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"cannot apply as {', '.join(unknown)}; use background, texture or none")
+    return targets
+
+
 def _add_scene_arguments(parser):
     parser.add_argument("blend", nargs="?", help="the .blend to open (default: the file already open)")
     parser.add_argument("--frame", type=int, help="frame to render (default: the scene's current frame)")
@@ -61,7 +69,8 @@ def build_parser():
     generate.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
     generate.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
     generate.add_argument("--out", help="result folder (default: 'sd_blender' next to the .blend)")
-    generate.add_argument("--apply", choices=("none", "background", "texture"), default="none")
+    generate.add_argument("--apply", type=_apply_targets, default=[],
+                          help="comma-separated: background, texture (default: apply nothing)")
     generate.add_argument("--objects", help="comma-separated meshes for --apply texture (default: selected)")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
     return parser
@@ -125,9 +134,9 @@ def run_generate(args):
         return 1
     for path in snapshot.result_paths:
         print(path)
-    if args.apply != "none":
-        names = args.objects.split(",") if args.objects else [o.name for o in scene.objects if o.select_get()]
-        generation.apply_results(scene, snapshot.result_paths, args.apply.upper(), names)
+    names = args.objects.split(",") if args.objects else [o.name for o in scene.objects if o.select_get()]
+    for target in args.apply:
+        generation.apply_results(scene, snapshot.result_paths, target.upper(), names)
     if args.save_blend:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
         print(args.save_blend)

@@ -1,0 +1,152 @@
+"""Headless Blender scene → passes → live tiny-model server on 127.0.0.1 → image applied.
+
+The server is the real one (uvicorn, diffusers pipeline classes) running the `tiny` model:
+seeded random weights stand in for the real ones, which cannot be downloaded here.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import addon_utils
+import bpy
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT
+from live_server import running_server
+from scenes import sphere_and_wall_scene
+from sd_blender import operators
+from sd_blender.core.client import ServerClient
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(cache_dir=tmp_path_factory.mktemp("server_cache")) as live:
+        yield live.url
+
+
+@pytest.fixture
+def addon(empty_scene, server):
+    """The add-on enabled as a user enables it, its preferences pointing at the live server."""
+    addon_utils.enable("sd_blender", default_set=True)
+    bpy.context.preferences.addons["sd_blender"].preferences.server_url = server
+    yield bpy.context.preferences.addons["sd_blender"].preferences
+    addon_utils.disable("sd_blender", default_set=True)
+
+
+@pytest.fixture
+def saved_scene(addon, tmp_path):
+    scene = sphere_and_wall_scene(bpy.context.scene, size=96)
+    scene.render.resolution_y = 64
+    scene.sd_blender.prompt = "a marble sphere in front of a brick wall"
+    scene.sd_blender.steps = 4
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    return scene
+
+
+def run_timer_until_done(timeout=120):
+    """Background Blender has no event loop: call the registered timer as Blender would."""
+    assert bpy.app.timers.is_registered(operators.poll_generation)
+    deadline = time.monotonic() + timeout
+    while operators.poll_generation() is not None:
+        assert time.monotonic() < deadline, "generation did not finish"
+        time.sleep(0.05)
+    bpy.app.timers.unregister(operators.poll_generation)
+    return operators.current_generation()
+
+
+def test_generate_returns_at_once_and_applies_the_result_as_background(saved_scene, tmp_path, server):
+    saved_scene.sd_blender.steps = 40  # long enough to still be working when the operator returns
+    saved_scene.sd_blender.apply_to = "BACKGROUND"
+    started = time.monotonic()
+    assert bpy.ops.sd_blender.generate() == {"FINISHED"}
+    returned_after = time.monotonic() - started
+    active = operators.current_generation()
+    assert not active.job.snapshot().finished
+    time.sleep(0.5)
+    job_id = active.job.snapshot().job_id
+    assert ServerClient(server).job(job_id)["state"] in ("queued", "running")
+    assert returned_after < 2.0
+
+    active = run_timer_until_done()
+    snapshot = active.job.snapshot()
+    assert snapshot.state == "done", snapshot.message
+    (path,) = snapshot.result_paths
+    assert os.path.dirname(path) == str(tmp_path / "sd_blender")
+    with Image.open(path) as png:
+        assert png.size == (96, 64)
+        assert json.loads(png.text["sd_blender"])["steps"] == 40
+    camera = saved_scene.camera.data
+    assert camera.show_background_images
+    assert [bg.image.filepath for bg in camera.background_images] == [path]
+
+
+def test_cancel_stops_the_job_and_writes_nothing(saved_scene, tmp_path):
+    saved_scene.sd_blender.steps = 150
+    bpy.ops.sd_blender.generate()
+    time.sleep(0.5)
+    assert bpy.ops.sd_blender.cancel() == {"FINISHED"}
+    snapshot = run_timer_until_done().job.snapshot()
+    assert snapshot.state == "cancelled"
+    assert not (tmp_path / "sd_blender").exists()
+
+
+def test_an_unreachable_server_is_reported(saved_scene, addon):
+    addon.server_url = "http://127.0.0.1:9"  # discard port: nothing listens
+    bpy.ops.sd_blender.generate()
+    active = run_timer_until_done()
+    assert active.job.snapshot().state == "failed"
+    assert "cannot reach the sd_blender server at http://127.0.0.1:9" in active.outcome
+
+
+def test_headless_generate_textures_the_mesh_and_saves_the_blend(saved_scene, tmp_path, server):
+    applied = tmp_path / "applied.blend"
+    out = tmp_path / "results"
+    completed = subprocess.run(
+        [sys.executable, "-m", "sd_blender", "generate", str(tmp_path / "shot.blend"), "--server", server,
+         "--seed", "11", "--steps", "3", "--out", str(out), "--apply", "texture", "--objects", "Sphere",
+         "--save-blend", str(applied)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (result,) = [path for path in out.iterdir() if path.suffix == ".png"]
+    assert result.name.endswith("_11.png")
+    assert Image.open(result).size == (96, 64)
+
+    bpy.ops.wm.open_mainfile(filepath=str(applied))
+    sphere = bpy.data.objects["Sphere"]
+    assert "SD Projection" in sphere.data.uv_layers
+    nodes = sphere.active_material.node_tree.nodes
+    image_nodes = [node for node in nodes if node.type == "TEX_IMAGE"]
+    assert [os.path.basename(node.image.filepath) for node in image_nodes] == [result.name]
+    base_color = next(node for node in nodes if node.type == "BSDF_PRINCIPLED").inputs["Base Color"]
+    assert base_color.links[0].from_node == image_nodes[0]
+    assert "SD Projection" not in bpy.data.objects["Wall"].data.uv_layers
+
+
+def test_headless_passes_writes_numbered_control_images(saved_scene, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "sd_blender", "passes", str(tmp_path / "shot.blend"), "--frame", "7",
+         "--kinds", "depth", "--out", str(tmp_path / "passes")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    depth = np.asarray(Image.open(tmp_path / "passes" / "depth_0007.png"))
+    assert depth.shape == (64, 96)
+    assert depth[32, 48] == 255 and depth[2, 2] == 0
+
+
+def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_path, capsys):
+    """`blender -b shot.blend -c sd_blender passes ...` calls cli.run on the already open file."""
+    from sd_blender import cli
+
+    sphere_and_wall_scene(bpy.context.scene, size=64)
+    assert cli.run(["passes", "--out", str(tmp_path)]) == 0
+    assert np.asarray(Image.open(tmp_path / "depth_0001.png"))[32, 32] == 255
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["passes", "--kinds", "depth,nope"])
+    assert exit_info.value.code == 2
+    assert "unknown pass nope" in capsys.readouterr().err
