@@ -1,0 +1,84 @@
+"""Start a real sd_blender server (the tiny model) for a test; standard library only.
+
+Blender's test processes import this too, so it must not import torch, fastapi or httpx.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+START_TIMEOUT_SECONDS = 120
+
+
+def server_command() -> list[str]:
+    """$SD_BLENDER_SERVER (a console script path) if set, else this Python's installed package."""
+    if os.environ.get("SD_BLENDER_SERVER"):
+        return [os.environ["SD_BLENDER_SERVER"]]
+    return [sys.executable, "-m", "sd_blender_server"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_for_health(server: LiveServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with status {server.process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2) as response:
+                if json.load(response).get("status") == "ok":
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def running_server(*extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None):
+    """A server on a free 127.0.0.1 port with `--model tiny`; stopped (then killed) on exit."""
+    port = free_port()
+    log_dir = Path(tempfile.mkdtemp(prefix="sd_blender_server_log_"))
+    log_path = log_dir / "server.log"
+    command = [*server_command(), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir)]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_for_health(server, START_TIMEOUT_SECONDS)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,61 @@
+"""Bad requests are 4xx with a message naming the field, never a 500."""
+import pytest
+from server_helpers import png_base64, run_job
+
+GOOD_CONTROL = {"type": "depth", "image": png_base64(64, 64)}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"width": 100}, "width", "multiple of 8"),
+        ({"height": 4096}, "height", "less than or equal to 2048"),
+        ({"steps": 0}, "steps", "greater than or equal to 1"),
+        ({"seed": 2**32}, "seed", "less than or equal"),
+        ({"scheduler": "karras"}, "scheduler", "unipc"),
+        ({"controls": [{**GOOD_CONTROL, "start": 0.6, "end": 0.6}]}, "controls[0]", "start (0.6) must be less than end"),
+        ({"controls": [{**GOOD_CONTROL, "weight": 3}]}, "controls[0].weight", "less than or equal to 2"),
+        ({"controls": [{**GOOD_CONTROL, "image": "not base64!"}]}, "controls[0].image", "not valid base64"),
+        ({"controls": [{**GOOD_CONTROL, "image": "aGVsbG8="}]}, "controls[0].image", "not a PNG or JPEG"),
+        ({"controls": [GOOD_CONTROL] * 5}, "controls", "at most 4"),
+        ({"init_image": png_base64(8, 8, image_format="GIF")}, "init_image", "GIF"),
+        ({"init_image": png_base64(64, 64), "steps": 2, "strength": 0.2}, "body", "leaves no step"),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"controls": [{**GOOD_CONTROL, "weigth": 1}]}, "controls[0].weigth", "Extra inputs"),
+    ],
+)
+def test_bad_request_is_422_naming_the_field(client, body, field, words):
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    messages = [item["msg"] for item in response.json()["detail"]]
+    assert any(message.startswith(f"{field}: ") and words in message for message in messages), messages
+
+
+def test_unknown_control_type_lists_what_the_server_serves(client):
+    response = client.post("/v1/jobs", json={"controls": [GOOD_CONTROL, {**GOOD_CONTROL, "type": "foo"}]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == (
+        "controls[1].type: no ControlNet for 'foo'; this server serves depth, lineart, normal, openpose"
+    )
+
+
+def test_body_that_is_not_json_is_422(client):
+    response = client.post("/v1/jobs", content=b"{oops", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_unknown_job_and_missing_image_are_404(client):
+    for method, path in [
+        ("GET", "/v1/jobs/0123abcd"),
+        ("DELETE", "/v1/jobs/0123abcd"),
+        ("GET", "/v1/jobs/0123abcd/events"),
+        ("GET", "/v1/jobs/0123abcd/images/0.png"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert "0123abcd" in response.json()["detail"]
+
+    status = run_job(client, width=64, height=64, steps=1)
+    response = client.get(f"/v1/jobs/{status['id']}/images/1.png")
+    assert response.status_code == 404
+    assert "no image 1" in response.json()["detail"]
