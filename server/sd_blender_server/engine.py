@@ -192,7 +192,10 @@ class GenerationEngine:
             safety_checker=None,
             requires_safety_checker=False,
         )
-        pipeline.to(self.device)
+        try:
+            pipeline.to(self.device)
+        except Exception as error:
+            raise ModelLoadError(f"cannot put model '{source.name}' on device {self.device}: {error}") from error
         self._components = pipeline.components
         self._scheduler_config = pipeline.scheduler.config
         self.load_counts.base_model += 1

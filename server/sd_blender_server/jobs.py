@@ -76,16 +76,12 @@ class JobQueue:
         self._max_finished = max_finished
         self._jobs: dict[str, Job] = OrderedDict()
         self._finished_order: deque[str] = deque()
-        self._pending: queue.Queue[Job | None] = queue.Queue()
+        self._pending: queue.Queue[Job] = queue.Queue()
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="sd-blender-worker", daemon=True)
 
     def start(self) -> None:
         self._worker.start()
-
-    def stop(self) -> None:
-        self._pending.put(None)
-        self._worker.join()
 
     @property
     def queue_length(self) -> int:
@@ -138,7 +134,8 @@ class JobQueue:
             self._jobs.pop(self._finished_order.popleft(), None)
 
     def _work(self) -> None:
-        while (job := self._pending.get()) is not None:
+        while True:
+            job = self._pending.get()
             with self._lock:
                 if job.state != "queued":
                     continue

@@ -1,21 +1,46 @@
-"""The command line: token, start-up failures."""
+"""The command line: token, ControlNet options, start-up failures."""
 import subprocess
 
 import httpx
+import pytest
 from live_server import running_server, server_command
+from server_helpers import png_base64, run_job, submit, wait_finished
+
+AUTHORIZED = {"Authorization": "Bearer s3cret"}
 
 
-def test_token_is_required_on_every_route_but_health(tiny_cache):
-    with running_server(cache_dir=tiny_cache, env={"SD_BLENDER_TOKEN": "s3cret"}) as live:
-        assert httpx.get(live.url + "/health").status_code == 200
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            response = httpx.get(live.url + "/v1/models", headers=headers)
-            assert response.status_code == 401, headers
-            assert response.json()["detail"] == "missing or wrong bearer token"
-        assert httpx.get(live.url + "/v1/jobs/abc", headers={}).status_code == 401
-        authorized = {"Authorization": "Bearer s3cret"}
-        assert httpx.get(live.url + "/v1/models", headers=authorized).status_code == 200
-        assert httpx.get(live.url + "/v1/jobs/abc", headers=authorized).status_code == 404
+@pytest.fixture(scope="module")
+def guarded_server(tiny_cache):
+    """A token from $SD_BLENDER_TOKEN, and a ControlNet option pointing at nothing."""
+    with running_server(
+        "--controlnet", "segmentation=/nonexistent/controlnet", cache_dir=tiny_cache, env={"SD_BLENDER_TOKEN": "s3cret"}
+    ) as live:
+        yield live
+
+
+def test_token_is_required_on_every_route_but_health(guarded_server):
+    url = guarded_server.url
+    assert httpx.get(url + "/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = httpx.get(url + "/v1/models", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["detail"] == "missing or wrong bearer token"
+    assert httpx.post(url + "/v1/jobs", json={}).status_code == 401
+    assert httpx.get(url + "/v1/models", headers=AUTHORIZED).status_code == 200
+    assert httpx.get(url + "/v1/jobs/abc", headers=AUTHORIZED).status_code == 404
+
+
+def test_a_failing_job_is_reported_and_the_worker_goes_on(guarded_server):
+    with httpx.Client(base_url=guarded_server.url, headers=AUTHORIZED, timeout=60) as client:
+        served = [item["type"] for item in client.get("/v1/models").json()["controlnets"]]
+        assert served == ["depth", "lineart", "normal", "openpose", "segmentation"]
+        control = {"type": "segmentation", "image": png_base64(64, 64)}
+        status = wait_finished(client, submit(client, width=64, height=64, steps=2, controls=[control]))
+        assert status["state"] == "failed"
+        assert status["error"] == (
+            "model '/nonexistent/controlnet' not found: no such file or folder /nonexistent/controlnet"
+        )
+        run_job(client, width=64, height=64, steps=2)
 
 
 def test_model_that_cannot_load_exits_2_with_one_clear_line(tmp_path):
