@@ -35,6 +35,14 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+async def _unknown_job(request: Request, error: UnknownJob) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": f"no job {error.args[0]} (unknown, or dropped after finishing)"})
+
+
+async def _job_finished(request: Request, error: JobFinished) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": str(error)})
+
+
 def _bearer_check(token: str | None):
     bearer = HTTPBearer(auto_error=False)
 
@@ -53,13 +61,9 @@ def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
     engine = jobs.engine
     app = FastAPI(title="sd_blender server", version=__version__)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(UnknownJob, _unknown_job)
+    app.add_exception_handler(JobFinished, _job_finished)
     router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))])
-
-    def find(job_id: str):
-        try:
-            return jobs.get(job_id)
-        except UnknownJob:
-            raise HTTPException(404, f"no job {job_id} (unknown, or dropped after finishing)") from None
 
     @app.get("/health")
     def health() -> dict:
@@ -105,27 +109,26 @@ def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
 
     @router.get("/jobs/{job_id}", response_model=JobStatus)
     def status(job_id: str) -> dict:
-        find(job_id)
         return jobs.status(job_id)
 
     @router.delete("/jobs/{job_id}", status_code=202, response_model=JobStatus)
     def cancel(job_id: str) -> dict:
-        find(job_id)
-        try:
-            return jobs.cancel(job_id)
-        except JobFinished as error:
-            raise HTTPException(409, str(error)) from None
+        return jobs.cancel(job_id)
 
-    @router.get("/jobs/{job_id}/images/{index}.png", response_class=Response)
+    @router.get(
+        "/jobs/{job_id}/images/{index}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+    )
     def image(job_id: str, index: int) -> Response:
-        job = find(job_id)
+        job = jobs.get(job_id)
         if not 0 <= index < len(job.images):
             raise HTTPException(404, f"job {job_id} has no image {index} (state: {job.state})")
         return Response(job.images[index], media_type="image/png")
 
-    @router.get("/jobs/{job_id}/events")
+    @router.get(
+        "/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}}
+    )
     async def events(job_id: str) -> StreamingResponse:
-        job = find(job_id)
+        job = jobs.get(job_id)
 
         async def stream():
             sent, idle = 0, 0.0

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.log_level != "debug":
         diffusers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.set_verbosity_error()
     engine = GenerationEngine(
         args.model, controlnets_for(args.model, args.controlnet), args.device, args.dtype, args.cache_dir
     )

@@ -29,6 +29,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
+from huggingface_hub.constants import HF_HUB_CACHE
 from PIL import Image
 
 from . import tiny
@@ -136,9 +137,10 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
     except Exception as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         if source.kind == "hub":
+            log.debug("loading %s from the hub failed", source.name, exc_info=True)
             raise ModelLoadError(
                 f"model '{source.name}' is not available offline: it is not in the Hugging Face cache "
-                f"and could not be downloaded ({detail})"
+                f"({HF_HUB_CACHE}) and could not be downloaded (details: --log-level debug)"
             ) from error
         raise ModelLoadError(f"cannot load model '{source.name}' from {source.location}: {detail}") from error
 

@@ -1,9 +1,7 @@
 """Jobs through real HTTP against a live server running the tiny model."""
-import io
 import json
 import time
 
-from PIL import Image
 from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
 
 
