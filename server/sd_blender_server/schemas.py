@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from .images import decode_base64_image
 
@@ -16,7 +16,6 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 Base64Image = Annotated[
     Image.Image,
     BeforeValidator(decode_base64_image),
-    PlainSerializer(lambda image: f"<{image.width}x{image.height} image>"),
     WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "a PNG or JPEG file, base64"}),
 ]
 
