@@ -14,7 +14,10 @@ export BLENDER_USER_RESOURCES ?= $(CURDIR)/build/blender-user
 export XDG_CACHE_HOME ?= $(CURDIR)/build/cache
 export MESA_SHADER_CACHE_DIR ?= $(CURDIR)/build/cache/mesa
 
-.PHONY: venv demo test test-core test-server test-blender test-blender5 extension clean
+openapi: $(VENV)/.installed
+	$(PY) -m sd_blender_server --model tiny --print-openapi > docs/openapi.json
+
+.PHONY: openapi venv demo test test-core test-server test-blender test-blender5 extension clean
 
 venv: $(VENV)/.installed
 

@@ -19,16 +19,13 @@ class ServerError(Exception):
 
 
 def _describe_error_body(body):
-    """FastAPI errors: {"detail": "text"} or {"detail": [{"loc": [...], "msg": ...}, ...]}."""
+    """{"detail": "text"} or {"detail": [{"msg": "field: problem", ...}, ...]} (docs/api.md)."""
     try:
         detail = json.loads(body)["detail"]
     except (ValueError, KeyError, TypeError):
         return body.decode("utf-8", "replace").strip() or "no details"
     if isinstance(detail, list):
-        return "; ".join(
-            ".".join(str(part) for part in item.get("loc", ()) if part != "body") + ": " + item.get("msg", "")
-            for item in detail
-        )
+        return "; ".join(str(item.get("msg", item)) for item in detail)
     return str(detail)
 
 

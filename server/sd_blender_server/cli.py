@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--token", default=os.environ.get("SD_BLENDER_TOKEN"), help="bearer token required by every route but /health"
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--print-openapi", action="store_true", help="print the OpenAPI schema (the API contract) and exit"
+    )
     return parser.parse_args(argv)
 
 
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = GenerationEngine(
         args.model, controlnets_for(args.model, args.controlnet), args.device, args.dtype, args.cache_dir
     )
+    if args.print_openapi:
+        print(json.dumps(create_app(JobQueue(engine), token=args.token).openapi(), indent=2, sort_keys=True))
+        return 0
     try:
         engine.load()
     except ModelLoadError as error:

@@ -1,0 +1,38 @@
+"""The OpenAPI schema is the contract between the add-on and the server."""
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT))
+
+from sd_blender.core.png import encode_png  # noqa: E402
+from sd_blender.core.request import ControlImage, GenerationSettings, build_job_request  # noqa: E402
+from sd_blender_server.schemas import JobRequest  # noqa: E402
+
+
+def test_docs_openapi_json_is_the_live_schema(client):
+    written = json.loads((REPO_ROOT / "docs" / "openapi.json").read_text())
+    assert client.get("/openapi.json").json() == written, "docs/openapi.json is stale: run `make openapi`"
+
+
+def test_what_the_addon_sends_validates_against_the_request_schema():
+    depth = encode_png(np.linspace(0, 255, 64 * 64).astype(np.uint8).reshape(64, 64))
+    body = build_job_request(GenerationSettings(
+        prompt="p", seed=None, width=64, height=64, controls=(ControlImage("depth", depth, 0.5, 0.0, 0.8),),
+    ))
+    request = JobRequest.model_validate(body)
+    assert request.controls[0].type == "depth" and request.controls[0].end == 0.8
+    sent = Image.open(io.BytesIO(base64.b64decode(body["controls"][0]["image"])))
+    assert sent.size == (64, 64) and sent.mode == "L"
+
+
+def test_the_addon_accepts_the_server_answer_for_a_submitted_request(client):
+    body = build_job_request(GenerationSettings(prompt="p", width=64, height=64, steps=1))
+    created = client.post("/v1/jobs", json=body)
+    assert created.status_code == 202 and set(created.json()) == {"id"}
