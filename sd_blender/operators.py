@@ -45,14 +45,23 @@ def finish_generation(active, snapshot):
         images = generation.apply_results(scene, snapshot.result_paths, active.apply_to, active.object_names)
     except ValueError as error:
         return f"{snapshot.message}; not applied: {error}"
+    _show_in_image_editors(images[0])
     return f"{snapshot.message}; opened {', '.join(image.name for image in images)}"
 
 
-def _redraw_sidebars():
+def _areas(area_type):
     for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+        yield from (area for area in window.screen.areas if area.type == area_type)
+
+
+def _redraw_sidebars():
+    for area in _areas("VIEW_3D"):
+        area.tag_redraw()
+
+
+def _show_in_image_editors(image):
+    for area in _areas("IMAGE_EDITOR"):
+        area.spaces.active.image = image
 
 
 def poll_generation():
