@@ -10,9 +10,10 @@ EXTENSION_ZIP := dist/sd_blender-$(VERSION).zip
 BLENDER_EXT = $(shell $(PY) -c "import bpy, os; print(os.path.join(bpy.utils.resource_path('LOCAL'), 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py'))" 2>/dev/null)
 # Empty MODEL = the server's default (SD 1.5 + ControlNet v1.1); `make demo MODEL=tiny` runs offline.
 MODEL ?=
+# Headless Blender keeps its config and shader cache in build/, not the home folder. (The tests
+# use their own temporary folders; XDG_CACHE_HOME stays the user's so the Hugging Face cache is found.)
 export BLENDER_USER_RESOURCES ?= $(CURDIR)/build/blender-user
-export XDG_CACHE_HOME ?= $(CURDIR)/build/cache
-export MESA_SHADER_CACHE_DIR ?= $(CURDIR)/build/cache/mesa
+export MESA_SHADER_CACHE_DIR ?= $(CURDIR)/build/mesa-cache
 
 openapi: $(VENV)/.installed
 	$(PY) -m sd_blender_server --model tiny --print-openapi > docs/openapi.json
