@@ -64,6 +64,10 @@ def _show_in_image_editors(image):
         area.spaces.active.image = image
 
 
+def _selected_mesh_names(context):
+    return tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
+
+
 def poll_generation():
     """bpy.app.timers callback: None stops the timer."""
     active = _generation
@@ -97,8 +101,7 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
         except (PassError, ValueError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        selected_meshes = tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
-        _generation = ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, selected_meshes)
+        _generation = ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, _selected_mesh_names(context))
         bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL)
         self.report({"INFO"}, f"sent to {url}")
         return {"FINISHED"}
@@ -155,9 +158,8 @@ class SDBLENDER_OT_apply_result(bpy.types.Operator):
 
     def execute(self, context):
         paths = _generation.job.snapshot().result_paths
-        selected = tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
         try:
-            generation.apply_results(context.scene, paths[:1], self.target, selected)
+            generation.apply_results(context.scene, paths[:1], self.target, _selected_mesh_names(context))
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

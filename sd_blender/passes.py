@@ -93,9 +93,6 @@ def _depth_material():
     return _emission_material("SD depth pass", lambda nodes: nodes.new("ShaderNodeCameraData").outputs["View Z Depth"])
 
 
-_PASS_MATERIALS = {"depth": _depth_material}
-
-
 def _read_exr(path):
     """(H, W, 4) float32, top row first."""
     image = bpy.data.images.load(path)
@@ -122,18 +119,23 @@ def _distance_buffer(rgba):
     return np.where(rgba[:, :, 3] > 0.0, rgba[:, :, 0], BACKGROUND_DISTANCE * 10.0)
 
 
+# kind → (override material builder, rendered RGBA → float buffer)
+_PASSES = {"depth": (_depth_material, _distance_buffer)}
+
+
 def render_pass_buffers(scene, kinds, width, height):
     """Render the scene and return {kind: float buffer} in Blender units."""
-    unknown = [kind for kind in kinds if kind not in _PASS_MATERIALS]
+    unknown = [kind for kind in kinds if kind not in _PASSES]
     if unknown:
         raise PassError(f"unknown pass {', '.join(unknown)}; available: {', '.join(PASS_KINDS)}")
     if scene.camera is None:
         raise PassError("the scene has no active camera: add one and set it as the scene camera")
     buffers = {}
     for kind in kinds:
-        material = _PASS_MATERIALS[kind]()
+        build_material, to_buffer = _PASSES[kind]
+        material = build_material()
         try:
-            buffers[kind] = _distance_buffer(_render_with_material(scene, material, width, height))
+            buffers[kind] = to_buffer(_render_with_material(scene, material, width, height))
         finally:
             bpy.data.materials.remove(material)
     return buffers

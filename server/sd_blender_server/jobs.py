@@ -5,7 +5,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -74,7 +74,7 @@ class JobQueue:
     def __init__(self, engine: GenerationEngine, max_finished: int = MAX_FINISHED_JOBS):
         self.engine = engine
         self._max_finished = max_finished
-        self._jobs: dict[str, Job] = OrderedDict()
+        self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
         self._pending: queue.Queue[Job] = queue.Queue()
         self._lock = threading.Lock()

@@ -23,6 +23,16 @@ _BLOCK_OUT_CHANNELS = (16, 32, 32)
 _DOWN_BLOCKS = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
 _UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")
 _CROSS_ATTENTION_DIM = 32
+# A ControlNet copies its UNet's encoder, so both are built from these settings.
+_ENCODER = {
+    "in_channels": 4,
+    "block_out_channels": _BLOCK_OUT_CHANNELS,
+    "down_block_types": _DOWN_BLOCKS,
+    "layers_per_block": 1,
+    "cross_attention_dim": _CROSS_ATTENTION_DIM,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
 _MERGES = ("t h", "th e</w>", "a n", "an d</w>", "i n", "in g</w>", "o n</w>", "e r</w>")
 
 
@@ -123,18 +133,7 @@ def _build(folder: Path) -> None:
         )
     )
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=_BLOCK_OUT_CHANNELS,
-        down_block_types=_DOWN_BLOCKS,
-        up_block_types=_UP_BLOCKS,
-        layers_per_block=1,
-        cross_attention_dim=_CROSS_ATTENTION_DIM,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = UNet2DConditionModel(sample_size=64, out_channels=4, up_block_types=_UP_BLOCKS, **_ENCODER)
     torch.manual_seed(0)
     vae = AutoencoderKL(
         in_channels=3,
@@ -172,14 +171,5 @@ def _build(folder: Path) -> None:
 
     for index, control_type in enumerate(CONTROL_TYPES):
         torch.manual_seed(1 + index)
-        controlnet = ControlNetModel(
-            in_channels=4,
-            block_out_channels=_BLOCK_OUT_CHANNELS,
-            down_block_types=_DOWN_BLOCKS,
-            layers_per_block=1,
-            cross_attention_dim=_CROSS_ATTENTION_DIM,
-            attention_head_dim=8,
-            norm_num_groups=8,
-            conditioning_embedding_out_channels=(4, 4, 8, 8),
-        )
+        controlnet = ControlNetModel(conditioning_embedding_out_channels=(4, 4, 8, 8), **_ENCODER)
         controlnet.save_pretrained(controlnet_dir(folder, control_type), safe_serialization=True)
