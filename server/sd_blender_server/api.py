@@ -92,17 +92,15 @@ def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
 
     @router.post("/jobs", status_code=202, response_model=JobCreated)
     def submit(body: JobRequest, response: Response) -> JobCreated:
-        unknown = [
-            {
-                "loc": ("body", "controls", index, "type"),
-                "msg": f"no ControlNet for '{control.type}'; this server serves {', '.join(engine.control_types)}",
-                "type": "value_error",
-            }
-            for index, control in enumerate(body.controls)
-            if control.type not in engine.control_types
-        ]
-        if unknown:
-            raise RequestValidationError(unknown)
+        unserved = []
+        for index, control in enumerate(body.controls):
+            try:
+                engine.controlnet_key(control)
+            except ValueError as error:
+                field_name = "type" if control.model is None else "model"
+                unserved.append({"loc": ("body", "controls", index, field_name), "msg": str(error), "type": "value_error"})
+        if unserved:
+            raise RequestValidationError(unserved)
         job = jobs.submit(body)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return JobCreated(id=job.id)

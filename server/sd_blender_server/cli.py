@@ -14,6 +14,9 @@ DEFAULT_CONTROLNETS = {
     "normal": "lllyasviel/control_v11p_sd15_normalbae",
     "openpose": "lllyasviel/control_v11p_sd15_openpose",
     "lineart": "lllyasviel/control_v11p_sd15_lineart",
+    "canny": "lllyasviel/control_v11p_sd15_canny",
+    "seg": "lllyasviel/control_v11p_sd15_seg",
+    "tile": "lllyasviel/control_v11f1e_sd15_tile",
 }
 
 

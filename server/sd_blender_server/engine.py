@@ -33,7 +33,7 @@ from huggingface_hub.constants import HF_HUB_CACHE
 from PIL import Image
 
 from . import tiny
-from .schemas import SCHEDULERS, JobRequest
+from .schemas import SCHEDULERS, Control, JobRequest
 
 log = logging.getLogger(__name__)
 # diffusers renamed torch_dtype to dtype recently; torch_dtype still works in every supported version.
@@ -177,6 +177,20 @@ class GenerationEngine:
     def control_types(self) -> list[str]:
         return sorted(self.controlnet_sources)
 
+    def controlnet_key(self, control: Control) -> str:
+        """The served control type whose ControlNet runs this control: the one named by
+        `control.model` (preferring the control's own type when the name serves several),
+        else the one serving `control.type`. Raises ValueError naming what is served."""
+        if control.model is None:
+            if control.type not in self.controlnet_sources:
+                raise ValueError(f"no ControlNet for '{control.type}'; this server serves {', '.join(self.control_types)}")
+            return control.type
+        serving = [key for key, source in sorted(self.controlnet_sources.items()) if source.name == control.model]
+        if not serving:
+            names = sorted({source.name for source in self.controlnet_sources.values()})
+            raise ValueError(f"no ControlNet named '{control.model}'; this server has {', '.join(names)}")
+        return control.type if control.type in serving else serving[0]
+
     @property
     def loaded(self) -> bool:
         return self._components is not None
@@ -263,9 +277,7 @@ class GenerationEngine:
             "controls": [
                 {
                     "type": control.type,
-                    "model": self.controlnet_sources[control.type].name
-                    if control.type in self.controlnet_sources
-                    else None,
+                    "model": self.controlnet_sources[self.controlnet_key(control)].name,
                     "weight": control.weight,
                     "start": control.start,
                     "end": control.end,
@@ -273,6 +285,8 @@ class GenerationEngine:
                 for control in request.controls
             ],
         }
+        if request.controls:
+            parameters["guess_mode"] = request.guess_mode
         if request.init_image is not None:
             parameters["strength"] = request.strength
         return parameters
@@ -287,7 +301,7 @@ class GenerationEngine:
         self.load()
         request = with_seed(request)
         parameters = self.parameters(request)
-        controlnets = [self.controlnet(control.type) for control in request.controls]
+        controlnets = [self.controlnet(self.controlnet_key(control)) for control in request.controls]
         if should_cancel and should_cancel():
             raise JobCancelled()
 
@@ -322,6 +336,7 @@ class GenerationEngine:
             arguments["controlnet_conditioning_scale"] = weights[0] if single else weights
             arguments["control_guidance_start"] = [control.start for control in request.controls]
             arguments["control_guidance_end"] = [control.end for control in request.controls]
+            arguments["guess_mode"] = request.guess_mode
 
         pipeline = self._pipeline(controlnets, img2img, request.scheduler)
         with torch.inference_mode():

@@ -25,7 +25,10 @@ class _Strict(BaseModel):
 
 
 class Control(_Strict):
-    type: str = Field(description="the control type, e.g. depth, normal, openpose, lineart")
+    type: str = Field(description="the control type, e.g. depth, normal, openpose, lineart, canny, seg, tile")
+    model: str | None = Field(
+        None, description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`"
+    )
     image: Base64Image
     weight: float = Field(1.0, ge=0, le=2, description="controlnet_conditioning_scale")
     start: float = Field(0.0, ge=0, le=1, description="fraction of the steps where this control starts")
@@ -51,6 +54,9 @@ class JobRequest(_Strict):
     controls: list[Control] = Field(default_factory=list, max_length=4)
     init_image: Base64Image | None = Field(None, description="img2img source image")
     strength: float = Field(0.75, ge=0, le=1, description="img2img denoising strength")
+    guess_mode: bool = Field(
+        False, description="ControlNet guess mode: the controls act without the prompt on the unconditional pass"
+    )
 
     @model_validator(mode="after")
     def _img2img_runs_a_step(self) -> JobRequest:

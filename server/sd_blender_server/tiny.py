@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_VERSION = "tiny-v1"
-CONTROL_TYPES = ("depth", "normal", "openpose", "lineart")
+TINY_VERSION = "tiny-v2"
+CONTROL_TYPES = ("depth", "normal", "openpose", "lineart", "canny", "seg", "tile")
 
 # Small, but shaped like SD 1.5: 4 latent channels, a VAE that downsamples by 8, cross
 # attention on CLIP hidden states, ControlNets whose condition embedding also downsamples by 8.
@@ -172,4 +172,16 @@ def _build(folder: Path) -> None:
     for index, control_type in enumerate(CONTROL_TYPES):
         torch.manual_seed(1 + index)
         controlnet = ControlNetModel(conditioning_embedding_out_channels=(4, 4, 8, 8), **_ENCODER)
+        _wake_zero_convolutions(controlnet)
         controlnet.save_pretrained(controlnet_dir(folder, control_type), safe_serialization=True)
+
+
+def _wake_zero_convolutions(controlnet) -> None:
+    """A new ControlNet's output convolutions are zero, so it would not change the image at all;
+    random ones make the control image matter, as a trained ControlNet's does."""
+    import torch
+
+    outputs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    with torch.no_grad():
+        for convolution in outputs:
+            torch.nn.init.normal_(convolution.weight, std=0.5)

@@ -33,7 +33,7 @@ def test_token_is_required_on_every_route_but_health(guarded_server):
 def test_a_failing_job_is_reported_and_the_worker_goes_on(guarded_server):
     with httpx.Client(base_url=guarded_server.url, headers=AUTHORIZED, timeout=60) as client:
         served = [item["type"] for item in client.get("/v1/models").json()["controlnets"]]
-        assert served == ["depth", "lineart", "normal", "openpose", "segmentation"]
+        assert served == ["canny", "depth", "lineart", "normal", "openpose", "seg", "segmentation", "tile"]
         control = {"type": "segmentation", "image": png_base64(64, 64)}
         status = wait_finished(client, submit(client, width=64, height=64, steps=2, controls=[control]))
         assert status["state"] == "failed"

@@ -35,8 +35,14 @@ def test_unknown_control_type_lists_what_the_server_serves(client):
     response = client.post("/v1/jobs", json={"controls": [GOOD_CONTROL, {**GOOD_CONTROL, "type": "foo"}]})
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == (
-        "controls[1].type: no ControlNet for 'foo'; this server serves depth, lineart, normal, openpose"
+        "controls[1].type: no ControlNet for 'foo'; this server serves canny, depth, lineart, normal, openpose, seg, tile"
     )
+
+
+def test_unknown_control_model_lists_the_controlnets(client):
+    response = client.post("/v1/jobs", json={"controls": [{**GOOD_CONTROL, "model": "my-depth"}]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "controls[0].model: no ControlNet named 'my-depth'; this server has tiny"
 
 
 def test_body_that_is_not_json_is_422(client):

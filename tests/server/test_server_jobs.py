@@ -122,6 +122,17 @@ def test_two_controlnets_in_one_job(client):
     assert 'ControlNet 1: "Module: normal, Model: tiny, Weight: 0.5, Guidance Start: 0.2, Guidance End: 0.8"' in text
 
 
+def test_a_control_names_its_controlnet_and_guess_mode_changes_the_image(client):
+    control = {"type": "scribble", "model": "tiny", "image": png_base64(64, 64, (255, 255, 255))}
+    body = {"width": 64, "height": 64, "steps": 3, "seed": 5, "controls": [control]}
+    plain = run_job(client, **body)
+    guessed = run_job(client, guess_mode=True, **body)
+    assert plain["parameters"]["controls"][0]["model"] == "tiny"
+    assert (plain["parameters"]["guess_mode"], guessed["parameters"]["guess_mode"]) == (False, True)
+    images = [fetch_image(client, status["images"][0]).tobytes() for status in (plain, guessed)]
+    assert images[0] != images[1]
+
+
 def test_img2img_runs_strength_times_steps(client):
     status = run_job(
         client,
@@ -158,7 +169,9 @@ def test_health_and_models_describe_the_server(client):
 
     models = client.get("/v1/models").json()
     assert [model["name"] for model in models["base_models"]] == ["tiny"]
-    assert sorted(item["type"] for item in models["controlnets"]) == ["depth", "lineart", "normal", "openpose"]
+    assert sorted(item["type"] for item in models["controlnets"]) == [
+        "canny", "depth", "lineart", "normal", "openpose", "seg", "tile"
+    ]
     assert "unipc" in models["schedulers"] and "dpmpp_2m_karras" in models["schedulers"]
 
 

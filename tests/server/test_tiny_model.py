@@ -3,7 +3,7 @@ import hashlib
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
-from sd_blender_server.tiny import CONTROL_TYPES, controlnet_dir, ensure_tiny_model
+from sd_blender_server.tiny import CONTROL_TYPES, TINY_VERSION, controlnet_dir, ensure_tiny_model
 from transformers import CLIPTextModel, CLIPTokenizer
 
 
@@ -49,4 +49,4 @@ def test_tiny_build_is_deterministic_and_kept(tiny_cache, tmp_path):
 
     rebuilt = ensure_tiny_model(tmp_path)
     assert _digests(rebuilt) == _digests(folder)
-    assert [path.name for path in tmp_path.iterdir()] == ["tiny-v1"]  # no staging folder left
+    assert [path.name for path in tmp_path.iterdir()] == [TINY_VERSION]  # no staging folder left
