@@ -12,6 +12,15 @@ def round_to_multiple_of_8(value):
     return min(max(rounded, MIN_SIZE), MAX_SIZE)
 
 
+# The ControlNet type a pass conditions, where it is not the pass's own name.
+_CONTROL_TYPE_OF_PASS = {"color": "tile"}
+
+
+def control_type_for_pass(kind):
+    """The server's control type for a pass: the colour pass feeds the tile ControlNet."""
+    return _CONTROL_TYPE_OF_PASS.get(kind, kind)
+
+
 @dataclass(frozen=True)
 class ControlImage:
     """One rendered pass sent as a ControlNet condition."""
@@ -21,6 +30,7 @@ class ControlImage:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    model: str | None = None  # a ControlNet name from /v1/models; None: the server's for `type`
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,26 @@ class GenerationSettings:
     num_images: int = 1
     scheduler: str = "unipc"
     controls: tuple[ControlImage, ...] = field(default_factory=tuple)
+    guess_mode: bool = False
+    init_png: bytes | None = None  # img2img source image
+    strength: float = 0.75
 
 
 def _base64(data):
     return base64.b64encode(data).decode("ascii")
+
+
+def _control_json(control):
+    body = {
+        "type": control.type,
+        "image": _base64(control.png),
+        "weight": control.weight,
+        "start": control.start,
+        "end": control.end,
+    }
+    if control.model:
+        body["model"] = control.model
+    return body
 
 
 def build_job_request(settings):
@@ -47,7 +73,7 @@ def build_job_request(settings):
         value = getattr(settings, name)
         if value != round_to_multiple_of_8(value):
             raise ValueError(f"{name} must be a multiple of 8 between {MIN_SIZE} and {MAX_SIZE}, got {value}")
-    return {
+    body = {
         "prompt": settings.prompt,
         "negative_prompt": settings.negative_prompt,
         "seed": settings.seed,
@@ -57,14 +83,9 @@ def build_job_request(settings):
         "height": settings.height,
         "num_images": settings.num_images,
         "scheduler": settings.scheduler,
-        "controls": [
-            {
-                "type": control.type,
-                "image": _base64(control.png),
-                "weight": control.weight,
-                "start": control.start,
-                "end": control.end,
-            }
-            for control in settings.controls
-        ],
+        "controls": [_control_json(control) for control in settings.controls],
+        "guess_mode": settings.guess_mode,
     }
+    if settings.init_png is not None:
+        body.update(init_image=_base64(settings.init_png), strength=settings.strength)
+    return body

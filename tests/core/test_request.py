@@ -2,7 +2,13 @@ import base64
 
 import pytest
 
-from sd_blender.core.request import ControlImage, GenerationSettings, build_job_request, round_to_multiple_of_8
+from sd_blender.core.request import (
+    ControlImage,
+    GenerationSettings,
+    build_job_request,
+    control_type_for_pass,
+    round_to_multiple_of_8,
+)
 
 
 @pytest.mark.parametrize("value, rounded", [(512, 512), (515, 512), (516, 520), (1080, 1080), (10, 64), (5000, 2048)])
@@ -32,3 +38,24 @@ def test_random_seed_is_sent_as_null():
 def test_size_not_a_multiple_of_8_is_refused_before_sending():
     with pytest.raises(ValueError, match="width"):
         build_job_request(GenerationSettings(prompt="x", width=500))
+
+
+def test_a_named_controlnet_guess_mode_and_img2img_are_sent():
+    settings = GenerationSettings(
+        prompt="x",
+        controls=(ControlImage("lineart", b"png", model="lllyasviel/control_v11p_sd15_canny"), ControlImage("depth", b"png")),
+        guess_mode=True,
+        init_png=b"color",
+        strength=0.4,
+    )
+    body = build_job_request(settings)
+    assert body["controls"][0]["model"] == "lllyasviel/control_v11p_sd15_canny"
+    assert "model" not in body["controls"][1]  # the server picks the ControlNet serving "depth"
+    assert body["guess_mode"] is True
+    assert base64.b64decode(body["init_image"]) == b"color" and body["strength"] == 0.4
+    assert "init_image" not in build_job_request(GenerationSettings(prompt="x"))
+
+
+def test_the_color_pass_conditions_the_tile_controlnet():
+    assert control_type_for_pass("color") == "tile"
+    assert control_type_for_pass("depth") == "depth"

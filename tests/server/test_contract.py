@@ -24,10 +24,12 @@ def test_docs_openapi_json_is_the_live_schema(client):
 def test_what_the_addon_sends_validates_against_the_request_schema():
     depth = encode_png(np.linspace(0, 255, 64 * 64).astype(np.uint8).reshape(64, 64))
     body = build_job_request(GenerationSettings(
-        prompt="p", seed=None, width=64, height=64, controls=(ControlImage("depth", depth, 0.5, 0.0, 0.8),),
+        prompt="p", seed=None, width=64, height=64, guess_mode=True, init_png=depth, strength=0.5,
+        controls=(ControlImage("depth", depth, 0.5, 0.0, 0.8), ControlImage("tile", depth, model="tiny")),
     ))
     request = JobRequest.model_validate(body)
     assert request.controls[0].type == "depth" and request.controls[0].end == 0.8
+    assert request.controls[1].model == "tiny" and request.guess_mode and request.init_image.size == (64, 64)
     sent = Image.open(io.BytesIO(base64.b64decode(body["controls"][0]["image"])))
     assert sent.size == (64, 64) and sent.mode == "L"
 
