@@ -5,16 +5,9 @@ import os
 import pytest
 from PIL import Image
 
-from live_server import running_server
 from sd_blender.core.client import ServerClient, ServerError
 from sd_blender.core.job import CANCELLED, DONE, FAILED, GenerationJob, unique_path
 from sd_blender.core.request import GenerationSettings, build_job_request
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with running_server(cache_dir=tmp_path_factory.mktemp("cache")) as live:
-        yield ServerClient(live.url)
 
 
 def job_request(**settings):
