@@ -26,6 +26,8 @@ $(VENV)/.installed: server/pyproject.toml tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e ./server -r tests/requirements.txt
+	# The reference OpenPose drawing for tests/core: without its dependencies, which would replace torch.
+	$(PY) -m pip install -q --no-deps controlnet-aux==0.0.10
 	touch $@
 
 $(VENV_BPY5)/.installed: tests/requirements-bpy5.txt
