@@ -46,3 +46,11 @@ def inverse_depth_image(distance, near=None, far=None):
     brightness = HIT_FLOOR + (1.0 - HIT_FLOOR) * relative
     image[hits] = np.round(brightness * 255.0).astype(np.uint8)
     return image
+
+
+def merge_ranges(ranges):
+    """One (near, far) covering every frame's range; None entries (nothing hit) are skipped."""
+    seen = [value for value in ranges if value is not None]
+    if not seen:
+        return None
+    return min(near for near, _ in seen), max(far for _, far in seen)

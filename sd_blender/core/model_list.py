@@ -35,6 +35,10 @@ class ModelList:
             self._status = f"{len(controlnets)} ControlNets on {client.base_url}"
 
     @property
+    def fetching(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def status(self):
         with self._lock:
             return self._status

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sd_blender.core.depth import BACKGROUND_DISTANCE, HIT_FLOOR, auto_range, inverse_depth_image
+from sd_blender.core.depth import BACKGROUND_DISTANCE, HIT_FLOOR, auto_range, inverse_depth_image, merge_ranges
 
 MISS = 1.0e10  # what Blender writes where nothing is hit
 
@@ -46,3 +46,8 @@ def test_non_finite_and_non_positive_are_background():
 def test_bad_fixed_range_names_the_problem():
     with pytest.raises(ValueError, match="near"):
         inverse_depth_image(np.array([[1.0]]), near=5.0, far=2.0)
+
+
+def test_a_shot_range_covers_every_frame_and_skips_empty_frames():
+    assert merge_ranges([(2.0, 9.0), None, (1.5, 7.0), (3.0, 12.0)]) == (1.5, 12.0)
+    assert merge_ranges([None, None]) is None
