@@ -5,9 +5,9 @@ core (sd_blender.core) that never imports bpy.
 """
 import bpy
 
-from . import cli, operators, panels, preferences, properties
+from . import cli, operators, panels, pose, preferences, properties
 
-_CLASSES = preferences.CLASSES + properties.CLASSES + operators.CLASSES + panels.CLASSES
+_CLASSES = preferences.CLASSES + properties.CLASSES + pose.CLASSES + operators.CLASSES + panels.CLASSES
 _cli_handle = None
 
 
@@ -20,6 +20,7 @@ def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     properties.register_properties()
+    pose.register_properties()
     _cli_handle = bpy.utils.register_cli_command("sd_blender", _cli_command)
 
 
@@ -28,6 +29,7 @@ def unregister():
     operators.unregister_timer()
     bpy.utils.unregister_cli_command(_cli_handle)
     _cli_handle = None
+    pose.unregister_properties()
     properties.unregister_properties()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
