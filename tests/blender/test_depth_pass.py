@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from scenes import add_camera, set_resolution, sphere_and_wall_scene
+from sd_blender.core.pass_options import PassOptions
 from sd_blender.passes import PassError, render_control_images, render_pass_buffers, show_in_blender
 
 CENTRE, WALL, EMPTY_CORNER = (64, 64), (64, 110), (5, 5)
@@ -29,18 +30,65 @@ def test_near_is_white_far_is_darker_background_is_black(scene):
     assert depth[EMPTY_CORNER] == 0
 
 
+def test_settings_that_would_scale_clamp_blur_or_hide_values_leave_depth_exact(scene):
+    bpy.data.objects["Wall"].is_shadow_catcher = True
+    scene.cycles.film_exposure = 2.0
+    scene.cycles.sample_clamp_direct = 5.0
+    scene.render.use_motion_blur = True
+    scene.camera.data.dof.use_dof = True
+    scene.camera.data.dof.focus_distance, scene.camera.data.dof.aperture_fstop = 1.0, 0.1
+    distance = render_pass_buffers(scene, ["depth"], 128, 128)["depth"]
+    assert distance[CENTRE] == pytest.approx(9.0, abs=0.02)
+    assert distance[WALL] == pytest.approx(18.0, abs=1e-3)
+    assert (scene.cycles.film_exposure, scene.cycles.sample_clamp_direct) == (2.0, 5.0)
+    assert scene.render.use_motion_blur and scene.camera.data.dof.use_dof and bpy.data.objects["Wall"].is_shadow_catcher
+
+
+def test_a_fixed_depth_range_option_is_used(scene):
+    depth = render_control_images(scene, ["depth"], 128, 128, PassOptions(depth_range=(4.5, 18.0)))["depth"]
+    assert depth[CENTRE] == 102  # a third of the way from far to near in inverse depth: 0.1 + 0.9 / 3
+
+
+def count_renders():
+    renders = []
+    bpy.app.handlers.render_init.append(lambda *args: renders.append(args))
+    return renders
+
+
+def test_all_geometry_passes_come_from_one_render_and_color_from_one_more(scene):
+    renders = count_renders()
+    try:
+        images = render_control_images(scene, ["seg", "depth", "normal", "lineart", "canny"], 64, 64)
+        assert len(renders) == 1
+        assert list(images) == ["seg", "depth", "normal", "lineart", "canny"]
+        scene.render.engine, scene.cycles.samples = "CYCLES", 1
+        render_control_images(scene, ["depth", "color"], 64, 64)
+        assert len(renders) == 3
+    finally:
+        bpy.app.handlers.render_init.clear()
+
+
+def test_an_unknown_pass_lists_the_available_ones(scene):
+    with pytest.raises(PassError, match="unknown pass height; available: depth, normal, openpose"):
+        render_control_images(scene, ["depth", "height"], 64, 64)
+
+
 def test_the_users_render_settings_come_back(scene):
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.render.image_settings.file_format = "JPEG"
     scene.render.filepath = "//user_output/"
     set_resolution(scene, 1920, 1080)
     scene.view_layers[0].use_pass_z = False
-    render_control_images(scene, ["depth"], 128, 128)
+    scene.render.use_freestyle = True
+    scene.render.film_transparent = False
+    render_control_images(scene, ["depth", "normal", "seg"], 128, 128)
     assert scene.render.engine == "BLENDER_WORKBENCH"
     assert scene.render.image_settings.file_format == "JPEG"
     assert scene.render.filepath == "//user_output/"
     assert (scene.render.resolution_x, scene.render.resolution_y) == (1920, 1080)
     assert scene.view_layers[0].use_pass_z is False
+    assert scene.render.use_freestyle and not scene.render.film_transparent
+    assert scene.view_layers[0].material_override is None and scene.view_layers[0].use_volumes
 
 
 def test_rendered_at_the_asked_size_with_a_non_square_frame(scene):
