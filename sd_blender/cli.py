@@ -1,11 +1,12 @@
 """Headless use: `python -m sd_blender ...` and `blender -b SCENE.blend -c sd_blender ...`.
 
-    sd_blender passes   [SCENE.blend] [--frame N] [--kinds depth] [--out DIR]
-    sd_blender generate [SCENE.blend] [--frame N] [--prompt TEXT] ... [--apply background|texture]
+    sd_blender passes   [SCENE.blend] [--frame N] [--kinds depth,normal,openpose,...] [--out DIR]
+    sd_blender generate [SCENE.blend] [--frame N] [--prompt TEXT] [--controls depth:0.8,openpose] ...
 
 docs/cli.md documents every option.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -15,8 +16,10 @@ import bpy
 from . import generation
 from .core.client import DEFAULT_SERVER_URL, ServerClient
 from .core.job import DONE
+from .core.openpose import openpose_json
 from .core.png import write_png
 from .passes import PASS_KINDS, PassError, render_control_images
+from .pose import scene_people
 from .properties import generation_size
 
 # generate option → scene setting it overrides (None leaves the scene's saved value).
@@ -29,6 +32,36 @@ def _kinds(text):
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown pass {', '.join(unknown)}; available: {', '.join(PASS_KINDS)}")
     return kinds
+
+
+def _control_unit(text):
+    """KIND[:WEIGHT[:START[:END]]] → (kind, weight, start, end)."""
+    kind, *numbers = text.split(":")
+    if kind not in PASS_KINDS or len(numbers) > 3:
+        raise ValueError
+    weight, start, end = [float(number) for number in numbers] + [1.0, 0.0, 1.0][len(numbers):]
+    return kind, weight, start, end
+
+
+def _control_units(text):
+    if text.strip() == "none":
+        return []
+    try:
+        return [_control_unit(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected KIND[:WEIGHT[:START[:END]]],... with KIND one of {', '.join(PASS_KINDS)}, got '{text}'"
+        ) from None
+
+
+def _depth_range(text):
+    if text in ("auto", "shot"):
+        return text
+    try:
+        near, far = (float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, shot or NEAR,FAR (e.g. 2,40), got '{text}'") from None
+    return near, far
 
 
 def _apply_targets(text):
@@ -45,6 +78,14 @@ def _add_scene_arguments(parser):
     parser.add_argument("--scene", help="scene name (default: the active scene)")
 
 
+def _add_pass_arguments(parser):
+    parser.add_argument("--depth-range", type=_depth_range,
+                        help="auto (per frame), shot (over the scene's frame range) or NEAR,FAR "
+                        "(default: the scene's setting)")
+    parser.add_argument("--canny-threshold", type=float, help="canny line threshold (default: the scene's setting)")
+    parser.add_argument("--stick-scale", type=float, help="OpenPose stick thickness (default: the scene's setting)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="sd_blender", description="sd_blender without the user interface")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +94,7 @@ def build_parser():
     _add_scene_arguments(passes)
     passes.add_argument("--kinds", type=_kinds, default=list(PASS_KINDS), help="comma-separated passes")
     passes.add_argument("--out", default=".", help="output folder (default: current folder)")
+    _add_pass_arguments(passes)
 
     generate = commands.add_parser("generate", help="render the passes, generate on the server, write the result")
     _add_scene_arguments(generate)
@@ -65,7 +107,12 @@ def build_parser():
     generate.add_argument("--num-images", type=int)
     generate.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
                           help="default: the scene's render resolution")
-    generate.add_argument("--no-depth", action="store_true", help="generate without the depth ControlNet")
+    generate.add_argument("--controls", type=_control_units,
+                          help="KIND[:WEIGHT[:START[:END]]],... or none: replaces the scene's control units")
+    generate.add_argument("--guess-mode", action="store_true", default=None, help="ControlNet guess mode")
+    generate.add_argument("--img2img", type=float, metavar="STRENGTH",
+                          help="start from the colour pass, repainting this much of it (0-1)")
+    _add_pass_arguments(generate)
     generate.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
     generate.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
     generate.add_argument("--out", help="result folder (default: 'sd_blender' next to the .blend)")
@@ -85,15 +132,45 @@ def _open_scene(args):
     return scene
 
 
+def _apply_pass_arguments(settings, args):
+    if args.depth_range in ("auto", "shot"):
+        settings.depth_range_mode = args.depth_range.upper()
+    elif args.depth_range is not None:
+        settings.depth_range_mode = "FIXED"
+        settings.depth_near, settings.depth_far = args.depth_range
+    if args.canny_threshold is not None:
+        settings.canny_threshold = args.canny_threshold
+    if args.stick_scale is not None:
+        settings.openpose_stick_scale = args.stick_scale
+
+
+def _write_openpose_json(scene, width, height, folder):
+    path = os.path.join(folder, f"openpose_{scene.frame_current:04d}.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(openpose_json(scene_people(scene, width, height), width, height), file, indent=1)
+    return path
+
+
 def run_passes(args):
     scene = _open_scene(args)
+    _apply_pass_arguments(scene.sd_blender, args)
     width, height = generation_size(scene)
     os.makedirs(args.out, exist_ok=True)
-    for kind, pixels in render_control_images(scene, args.kinds, width, height).items():
+    images = render_control_images(scene, args.kinds, width, height, generation.pass_options(scene, width, height))
+    for kind, pixels in images.items():
         path = os.path.join(args.out, f"{kind}_{scene.frame_current:04d}.png")
         write_png(path, pixels)
         print(path)
+    if "openpose" in args.kinds:
+        print(_write_openpose_json(scene, width, height, args.out))
     return 0
+
+
+def _replace_control_units(settings, units):
+    settings.control_units.clear()
+    for kind, weight, start, end in units:
+        unit = settings.control_units.add()
+        unit.kind, unit.weight, unit.start, unit.end = kind, weight, start, end
 
 
 def _apply_arguments(scene, args):
@@ -107,8 +184,13 @@ def _apply_arguments(scene, args):
     if args.size:
         settings.use_scene_resolution = False
         settings.width, settings.height = args.size
-    if args.no_depth:
-        settings.use_depth = False
+    if args.controls is not None:
+        _replace_control_units(settings, args.controls)
+    if args.guess_mode:
+        settings.guess_mode = True
+    if args.img2img is not None:
+        settings.use_color_init, settings.init_strength = True, args.img2img
+    _apply_pass_arguments(settings, args)
 
 
 def _wait_with_progress(job):

@@ -8,29 +8,50 @@ import bpy
 from . import apply
 from .core.job import GenerationJob
 from .core.png import encode_png
-from .core.request import ControlImage, GenerationSettings, build_job_request
+from .core.pass_options import PassOptions
+from .core.request import ControlImage, GenerationSettings, build_job_request, control_type_for_pass
+from .depth_range import depth_range
 from .passes import render_control_images
 from .properties import generation_size
 
 
-def enabled_controls(settings):
-    """[(kind, weight, start, end)] of the control units switched on in the panel."""
-    if not settings.use_depth:
-        return []
-    return [("depth", settings.depth_weight, settings.depth_start, settings.depth_end)]
+MAX_CONTROLS = 4  # the server's limit per job
+
+
+def enabled_units(settings):
+    """The control units switched on in the panel, checked so the server will accept them."""
+    units = [unit for unit in settings.control_units if unit.enabled]
+    if len(units) > MAX_CONTROLS:
+        raise ValueError(f"{len(units)} control units are enabled; the server takes at most {MAX_CONTROLS}")
+    for unit in units:
+        if unit.start >= unit.end:
+            raise ValueError(f"{unit.kind} control: Start ({unit.start:.2f}) must be below End ({unit.end:.2f})")
+    return units
+
+
+def pass_options(scene, width, height):
+    settings = scene.sd_blender
+    return PassOptions(
+        depth_range=depth_range(scene, width, height),
+        lineart_threshold=settings.lineart_threshold,
+        canny_threshold=settings.canny_threshold,
+        openpose_stick_scale=settings.openpose_stick_scale,
+    )
 
 
 def prepare_request(scene):
-    """Render the enabled passes and build the POST /v1/jobs body. Runs on the UI thread."""
+    """Render the passes the request needs and build the POST /v1/jobs body. Runs on the UI thread."""
     settings = scene.sd_blender
     width, height = generation_size(scene)
-    units = enabled_controls(settings)
-    for kind, _weight, start, end in units:
-        if start >= end:
-            raise ValueError(f"{kind} control: Start ({start:.2f}) must be below End ({end:.2f})")
-    images = render_control_images(scene, [kind for kind, *_ in units], width, height) if units else {}
+    units = enabled_units(settings)
+    kinds = list(dict.fromkeys([unit.kind for unit in units] + (["color"] if settings.use_color_init else [])))
+    images = render_control_images(scene, kinds, width, height, pass_options(scene, width, height)) if kinds else {}
     controls = tuple(
-        ControlImage(kind, encode_png(images[kind]), weight, start, end) for kind, weight, start, end in units
+        ControlImage(
+            control_type_for_pass(unit.kind), encode_png(images[unit.kind]), unit.weight, unit.start, unit.end,
+            unit.model.strip() or None,
+        )
+        for unit in units
     )
     return build_job_request(GenerationSettings(
         prompt=settings.prompt,
@@ -43,6 +64,9 @@ def prepare_request(scene):
         num_images=settings.num_images,
         scheduler=settings.scheduler,
         controls=controls,
+        guess_mode=settings.guess_mode,
+        init_png=encode_png(images["color"]) if settings.use_color_init else None,
+        strength=settings.init_strength,
     ))
 
 

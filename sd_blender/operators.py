@@ -4,14 +4,17 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import generation
+from . import depth_range, generation
 from .core.client import ServerClient
 from .core.job import DONE, GenerationJob
+from .core.model_list import ModelList
 from .passes import PASS_KINDS, PassError, render_control_images, show_in_blender
 from .preferences import server_settings
-from .properties import APPLY_TARGETS, generation_size
+from .properties import APPLY_TARGETS, PASS_ITEMS, generation_size
 
 POLL_INTERVAL = 0.2
+
+server_models = ModelList()  # the server's ControlNets, for the units' model field
 
 
 @dataclass
@@ -123,7 +126,8 @@ class SDBLENDER_OT_cancel(bpy.types.Operator):
 
 
 class SDBLENDER_OT_preview_passes(bpy.types.Operator):
-    """Render the control passes into images named "SD <pass>" to check them before generating"""
+    """Render the passes of the control units (every pass but color when there is none) into
+    images named "SD <pass>", to check them before generating"""
 
     bl_idname = "sd_blender.preview_passes"
     bl_label = "Preview Passes"
@@ -131,8 +135,10 @@ class SDBLENDER_OT_preview_passes(bpy.types.Operator):
     def execute(self, context):
         scene = context.scene
         width, height = generation_size(scene)
+        unit_kinds = [unit.kind for unit in scene.sd_blender.control_units]
+        kinds = list(dict.fromkeys(unit_kinds)) or [kind for kind in PASS_KINDS if kind != "color"]
         try:
-            images = render_control_images(scene, PASS_KINDS, width, height)
+            images = render_control_images(scene, kinds, width, height, generation.pass_options(scene, width, height))
         except PassError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -166,7 +172,132 @@ class SDBLENDER_OT_apply_result(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (SDBLENDER_OT_generate, SDBLENDER_OT_cancel, SDBLENDER_OT_preview_passes, SDBLENDER_OT_apply_result)
+class SDBLENDER_OT_add_control_unit(bpy.types.Operator):
+    """Add a ControlNet unit conditioning the generation on a pass"""
+
+    bl_idname = "sd_blender.add_control_unit"
+    bl_label = "Add Control Unit"
+    bl_options = {"REGISTER", "UNDO"}
+
+    kind: bpy.props.EnumProperty(name="Pass", items=PASS_ITEMS)
+
+    def execute(self, context):
+        settings = context.scene.sd_blender
+        unit = settings.control_units.add()
+        unit.kind = self.kind
+        settings.active_control_index = len(settings.control_units) - 1
+        return {"FINISHED"}
+
+
+class SDBLENDER_OT_remove_control_unit(bpy.types.Operator):
+    """Remove the selected ControlNet unit"""
+
+    bl_idname = "sd_blender.remove_control_unit"
+    bl_label = "Remove Control Unit"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        settings = context.scene.sd_blender
+        return 0 <= settings.active_control_index < len(settings.control_units)
+
+    def execute(self, context):
+        settings = context.scene.sd_blender
+        settings.control_units.remove(settings.active_control_index)
+        settings.active_control_index = max(0, min(settings.active_control_index, len(settings.control_units) - 1))
+        return {"FINISHED"}
+
+
+class SDBLENDER_OT_refresh_models(bpy.types.Operator):
+    """Ask the server which ControlNets it has (in the background: Blender does not wait)"""
+
+    bl_idname = "sd_blender.refresh_models"
+    bl_label = "Refresh ControlNets"
+
+    def execute(self, context):
+        server_models.refresh(ServerClient(*server_settings(context)))
+        bpy.app.timers.register(_redraw_when_models_arrive, first_interval=POLL_INTERVAL)
+        return {"FINISHED"}
+
+
+def _redraw_when_models_arrive():
+    _redraw_sidebars()
+    return POLL_INTERVAL if server_models.fetching else None
+
+
+class SDBLENDER_OT_measure_shot_depth(bpy.types.Operator):
+    """Measure the nearest and farthest surface over the scene's frame range, for a depth pass
+    that keeps its brightness through the animation"""
+
+    bl_idname = "sd_blender.measure_shot_depth"
+    bl_label = "Measure Shot"
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            near, far = depth_range.measure_shot_range(scene, *generation_size(scene))
+        except PassError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"depth range {near:.3g} to {far:.3g} over frames {scene.sd_blender.depth_shot_frames}")
+        return {"FINISHED"}
+
+
+def _active_armature(context):
+    obj = context.object
+    return obj if obj is not None and obj.type == "ARMATURE" else None
+
+
+class SDBLENDER_OT_add_keypoint_override(bpy.types.Operator):
+    """Place an OpenPose keypoint on a bone of the active armature by hand (wins over the rig preset)"""
+
+    bl_idname = "sd_blender.add_keypoint_override"
+    bl_label = "Add Keypoint Override"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _active_armature(context) is not None
+
+    def execute(self, context):
+        _active_armature(context).data.sd_blender_keypoints.add()
+        return {"FINISHED"}
+
+
+class SDBLENDER_OT_remove_keypoint_override(bpy.types.Operator):
+    """Remove a keypoint override of the active armature"""
+
+    bl_idname = "sd_blender.remove_keypoint_override"
+    bl_label = "Remove Keypoint Override"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty(min=0)
+
+    @classmethod
+    def poll(cls, context):
+        return _active_armature(context) is not None
+
+    def execute(self, context):
+        overrides = _active_armature(context).data.sd_blender_keypoints
+        if self.index >= len(overrides):
+            self.report({"ERROR"}, f"the armature has no keypoint override {self.index}")
+            return {"CANCELLED"}
+        overrides.remove(self.index)
+        return {"FINISHED"}
+
+
+CLASSES = (
+    SDBLENDER_OT_add_keypoint_override,
+    SDBLENDER_OT_remove_keypoint_override,
+    SDBLENDER_OT_generate,
+    SDBLENDER_OT_cancel,
+    SDBLENDER_OT_preview_passes,
+    SDBLENDER_OT_apply_result,
+    SDBLENDER_OT_add_control_unit,
+    SDBLENDER_OT_remove_control_unit,
+    SDBLENDER_OT_refresh_models,
+    SDBLENDER_OT_measure_shot_depth,
+)
 
 
 def unregister_timer():

@@ -1,7 +1,7 @@
 """The sidebar tab "SD" in the 3D Viewport."""
 import bpy
 
-from . import operators
+from . import depth_range, operators, pose
 from .properties import generation_size
 
 
@@ -50,12 +50,22 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
     @staticmethod
     def _draw_controls(layout, settings):
         box = layout.box()
-        box.prop(settings, "use_depth")
-        if settings.use_depth:
+        box.label(text="ControlNet units", icon="MODIFIER")
+        if len(settings.control_units) == 0:
+            box.label(text="No control: add the passes to condition on")
             row = box.row(align=True)
-            row.prop(settings, "depth_weight")
-            row.prop(settings, "depth_start")
-            row.prop(settings, "depth_end")
+            for kind in ("depth", "normal", "openpose"):
+                row.operator("sd_blender.add_control_unit", text=kind.capitalize()).kind = kind
+        row = box.row()
+        row.template_list(
+            "SDBLENDER_UL_control_units", "", settings, "control_units", settings, "active_control_index", rows=3
+        )
+        buttons = row.column(align=True)
+        buttons.operator_menu_enum("sd_blender.add_control_unit", "kind", text="", icon="ADD")
+        buttons.operator("sd_blender.remove_control_unit", text="", icon="REMOVE")
+        if 0 <= settings.active_control_index < len(settings.control_units):
+            _draw_unit(box, settings.control_units[settings.active_control_index])
+        box.prop(settings, "guess_mode")
         box.operator("sd_blender.preview_passes", icon="IMAGE_ZDEPTH")
 
     @staticmethod
@@ -76,4 +86,100 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
                 row.operator("sd_blender.apply_result", text="Texture").target = "TEXTURE"
 
 
-CLASSES = (SDBLENDER_PT_generate,)
+def _draw_unit(layout, unit):
+    column = layout.column(align=True)
+    row = column.row(align=True)
+    row.prop(unit, "model", text="", icon="NODE")
+    row.operator("sd_blender.refresh_models", text="", icon="FILE_REFRESH")
+    column.label(text=operators.server_models.status)
+    row = column.row(align=True)
+    row.prop(unit, "weight")
+    row.prop(unit, "start")
+    row.prop(unit, "end")
+
+
+def _draw_keypoint_overrides(layout, armature):
+    column = layout.column(align=True)
+    column.label(text=f"Keypoints placed by hand on {armature.name}")
+    for index, override in enumerate(armature.data.sd_blender_keypoints):
+        row = column.row(align=True)
+        row.prop(override, "keypoint", text="")
+        row.prop_search(override, "bone", armature.data, "bones", text="")
+        row.prop(override, "end", text="")
+        row.operator("sd_blender.remove_keypoint_override", text="", icon="X").index = index
+    column.operator("sd_blender.add_keypoint_override", icon="ADD")
+
+
+class SDBLENDER_UL_control_units(bpy.types.UIList):
+    def draw_item(self, context, layout, data, unit, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(unit, "enabled", text="")
+        row.prop(unit, "kind", text="")
+        row.label(text=unit.model or "server default")
+        row.label(text=f"{unit.weight:.2f}")
+
+
+class SDBLENDER_PT_passes(bpy.types.Panel):
+    """How the passes are drawn: depth range, OpenPose rigs, segmentation classes, img2img."""
+
+    bl_idname = "SDBLENDER_PT_passes"
+    bl_label = "Passes"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SD"
+    bl_parent_id = "SDBLENDER_PT_generate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.sd_blender
+        self._draw_depth_range(layout, context.scene, settings)
+        row = layout.row(align=True)
+        row.prop(settings, "lineart_threshold", text="Line art")
+        row.prop(settings, "canny_threshold", text="Canny")
+        self._draw_rigs(layout, context, settings)
+        self._draw_segmentation(layout, context.object)
+        layout.prop(settings, "use_color_init")
+        if settings.use_color_init:
+            layout.prop(settings, "init_strength")
+
+    @staticmethod
+    def _draw_depth_range(layout, scene, settings):
+        column = layout.column(align=True)
+        column.prop(settings, "depth_range_mode")
+        if settings.depth_range_mode == "FIXED":
+            row = column.row(align=True)
+            row.prop(settings, "depth_near")
+            row.prop(settings, "depth_far")
+        elif settings.depth_range_mode == "SHOT":
+            if settings.depth_shot_frames == depth_range.shot_frames(scene):
+                column.label(text=f"{settings.depth_shot_near:.3g} to {settings.depth_shot_far:.3g} over frames "
+                             f"{settings.depth_shot_frames}")
+            else:
+                column.label(text="measured at the next generation, or now:")
+            column.operator("sd_blender.measure_shot_depth", icon="ARROW_LEFTRIGHT")
+
+    @staticmethod
+    def _draw_rigs(layout, context, settings):
+        scene = context.scene
+        column = layout.column(align=True)
+        column.label(text="OpenPose", icon="ARMATURE_DATA")
+        for armature in sorted((obj for obj in scene.objects if obj.type == "ARMATURE"), key=lambda obj: obj.name):
+            column.label(text=f"{armature.name}: {pose.rig_preset_name(armature)}")
+        column.prop(settings, "openpose_stick_scale")
+        if context.object is not None and context.object.type == "ARMATURE":
+            _draw_keypoint_overrides(layout, context.object)
+
+    @staticmethod
+    def _draw_segmentation(layout, obj):
+        if obj is None:
+            return
+        column = layout.column(align=True)
+        column.label(text=f"Segmentation of {obj.name}", icon="COLOR")
+        column.prop(obj, "sd_blender_seg_class", text="Object")
+        material = obj.active_material
+        if material is not None:
+            column.prop(material, "sd_blender_seg_class", text=material.name)
+
+
+CLASSES = (SDBLENDER_UL_control_units, SDBLENDER_PT_generate, SDBLENDER_PT_passes)

@@ -1,6 +1,7 @@
 """Per-scene generation settings, saved with the .blend."""
 import bpy
 
+from .core.lineart import DEFAULT_THRESHOLD
 from .core.request import MAX_SIZE, MIN_SIZE, round_to_multiple_of_8
 
 SCHEDULERS = (
@@ -22,6 +23,45 @@ APPLY_TARGETS = (
 )
 
 
+PASS_ITEMS = (
+    ("depth", "Depth", "Inverse depth from the geometry: near white, far black"),
+    ("normal", "Normal", "Camera-space normals, normalbae colours"),
+    ("openpose", "OpenPose", "Skeletons of the armatures, drawn as the OpenPose annotator draws them"),
+    ("lineart", "Line art", "White lines on black from silhouettes and creases"),
+    ("canny", "Canny", "Line art with your own threshold, for canny ControlNets"),
+    ("seg", "Segmentation", "ADE20K class colours per object"),
+    ("color", "Color", "The scene's own render, for the tile ControlNet"),
+)
+
+DEPTH_RANGE_MODES = (
+    ("AUTO", "Auto per frame", "Nearest surface white, farthest dark, in every frame (stills)"),
+    ("FIXED", "Fixed", "Your near and far distances, the same in every frame"),
+    ("SHOT", "Shot", "One range measured over the scene's frame range, so animations do not flicker"),
+)
+
+
+def _controlnet_names(unit, context, edit_text):
+    from .core.request import control_type_for_pass
+    from .operators import server_models
+
+    return [name for name in server_models.names(control_type_for_pass(unit.kind)) if edit_text.lower() in name.lower()]
+
+
+class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
+    """One ControlNet condition: which pass, which ControlNet, how strongly and when."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
+    kind: bpy.props.EnumProperty(name="Pass", items=PASS_ITEMS, default="depth")
+    model: bpy.props.StringProperty(
+        name="ControlNet",
+        description="A ControlNet of the server (Refresh lists them); empty: the server's ControlNet for this pass",
+        search=_controlnet_names,
+    )
+    weight: bpy.props.FloatProperty(name="Weight", min=0.0, max=2.0, default=1.0)
+    start: bpy.props.FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
+    end: bpy.props.FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+
+
 class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     prompt: bpy.props.StringProperty(name="Prompt", description="What to generate")
     negative_prompt: bpy.props.StringProperty(name="Negative prompt", description="What to avoid")
@@ -38,10 +78,49 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     )
     width: bpy.props.IntProperty(name="Width", min=MIN_SIZE, max=MAX_SIZE, default=512, step=8)
     height: bpy.props.IntProperty(name="Height", min=MIN_SIZE, max=MAX_SIZE, default=512, step=8)
-    use_depth: bpy.props.BoolProperty(name="Depth", default=True, description="Condition on the exact depth pass")
-    depth_weight: bpy.props.FloatProperty(name="Weight", min=0.0, max=2.0, default=1.0)
-    depth_start: bpy.props.FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
-    depth_end: bpy.props.FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
+    control_units: bpy.props.CollectionProperty(type=SDBLENDER_PG_control_unit)
+    active_control_index: bpy.props.IntProperty(name="Active control unit", min=0)
+    guess_mode: bpy.props.BoolProperty(
+        name="Guess mode",
+        description="ControlNet guess mode: the controls shape the image even without a prompt "
+        "(a guidance of 3 to 5 works best)",
+    )
+    depth_range_mode: bpy.props.EnumProperty(name="Depth range", items=DEPTH_RANGE_MODES, default="AUTO")
+    depth_near: bpy.props.FloatProperty(
+        name="Near", min=1e-4, default=1.0, unit="LENGTH", description="Distance drawn white (fixed range)"
+    )
+    depth_far: bpy.props.FloatProperty(
+        name="Far", min=1e-4, default=100.0, unit="LENGTH", description="Distance drawn darkest (fixed range)"
+    )
+    depth_shot_near: bpy.props.FloatProperty(name="Shot near", unit="LENGTH", options={"HIDDEN"})
+    depth_shot_far: bpy.props.FloatProperty(name="Shot far", unit="LENGTH", options={"HIDDEN"})
+    depth_shot_frames: bpy.props.StringProperty(
+        name="Measured frames", description="The frame range the shot's depth range was measured over"
+    )
+    lineart_threshold: bpy.props.FloatProperty(
+        name="Line art threshold", min=0.01, max=1.0, default=DEFAULT_THRESHOLD, subtype="FACTOR",
+        description="Edge strength a line needs: 0.5 draws creases from 45 degrees and 5 % depth jumps",
+    )
+    canny_threshold: bpy.props.FloatProperty(
+        name="Canny threshold", min=0.01, max=1.0, default=DEFAULT_THRESHOLD, subtype="FACTOR",
+        description="Edge strength a line of the canny pass needs: lower draws more lines",
+    )
+    openpose_stick_scale: bpy.props.FloatProperty(
+        name="Stick scale",
+        min=0.25,
+        max=8.0,
+        default=1.0,
+        description="Thickness of the OpenPose sticks and joints: 1 for SD 1.5 ControlNets; "
+        "SDXL OpenPose ControlNets expect thicker ones at 1024 px",
+    )
+    use_color_init: bpy.props.BoolProperty(
+        name="Start from the render",
+        description="img2img: start from the colour pass (the scene's own render) instead of noise",
+    )
+    init_strength: bpy.props.FloatProperty(
+        name="Strength", min=0.01, max=1.0, default=0.75, subtype="FACTOR",
+        description="How much of the render is repainted: 1 ignores it, small values keep it",
+    )
     apply_to: bpy.props.EnumProperty(name="Apply as", items=APPLY_TARGETS, default="BACKGROUND")
 
 
@@ -56,12 +135,30 @@ def generation_size(scene):
     return round_to_multiple_of_8(width), round_to_multiple_of_8(height)
 
 
-CLASSES = (SDBLENDER_PG_settings,)
+def _segmentation_classes(owner, context, edit_text):
+    from .core.segmentation import ADE20K_CLASSES
+
+    return [name for name in ADE20K_CLASSES if edit_text.lower() in name]
+
+
+def _segmentation_class_property(owner_name):
+    return bpy.props.StringProperty(
+        name="ADE20K class",
+        description=f"The class this {owner_name} is painted as in the segmentation pass; empty: guessed from names",
+        search=_segmentation_classes,
+    )
+
+
+CLASSES = (SDBLENDER_PG_control_unit, SDBLENDER_PG_settings)
 
 
 def register_properties():
     bpy.types.Scene.sd_blender = bpy.props.PointerProperty(type=SDBLENDER_PG_settings)
+    bpy.types.Object.sd_blender_seg_class = _segmentation_class_property("object")
+    bpy.types.Material.sd_blender_seg_class = _segmentation_class_property("material")
 
 
 def unregister_properties():
+    del bpy.types.Material.sd_blender_seg_class
+    del bpy.types.Object.sd_blender_seg_class
     del bpy.types.Scene.sd_blender

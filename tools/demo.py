@@ -45,7 +45,7 @@ def run_demo(out, url):
     run_step("tools/demo_scene.py", blend)
     run_step("-m", "sd_blender", "passes", blend, "--out", out / "passes")
     run_step("-m", "sd_blender", "generate", blend, "--server", url, "--prompt", PROMPT, "--seed", "1234",
-             "--steps", "20", "--out", out, "--apply", "texture,background", "--objects", "Ground,Crate,Ball,Tree",
+             "--steps", "20", "--controls", "depth:0.8,openpose:1.0", "--out", out, "--apply", "texture,background", "--objects", "Ground,Crate,Ball,Tree",
              "--save-blend", out / "applied.blend")
 
 

@@ -15,10 +15,54 @@ def registered(empty_scene):
 def test_panel_operators_and_settings_exist(registered):
     assert hasattr(bpy.types, "SDBLENDER_PT_generate")
     assert bpy.types.SDBLENDER_PT_generate.bl_category == "SD"
-    for name in ("generate", "cancel", "preview_passes", "apply_result"):
+    for name in ("generate", "cancel", "preview_passes", "apply_result", "add_control_unit", "refresh_models"):
         assert hasattr(bpy.ops.sd_blender, name)
     settings = registered.sd_blender
-    assert (settings.steps, settings.use_depth, settings.use_scene_resolution) == (20, True, True)
+    assert (settings.steps, len(settings.control_units), settings.use_scene_resolution) == (20, 0, True)
+
+
+def test_control_units_are_added_removed_and_saved(registered, tmp_path):
+    for kind in ("depth", "openpose", "seg"):
+        bpy.ops.sd_blender.add_control_unit(kind=kind)
+    settings = registered.sd_blender
+    assert [unit.kind for unit in settings.control_units] == ["depth", "openpose", "seg"]
+    assert settings.active_control_index == 2
+    settings.active_control_index = 1
+    bpy.ops.sd_blender.remove_control_unit()
+    settings.control_units[0].model = "lllyasviel/control_v11f1p_sd15_depth"
+    settings.control_units[0].weight = 0.6
+    path = str(tmp_path / "units.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    units = bpy.context.scene.sd_blender.control_units
+    assert [(unit.kind, unit.model, round(unit.weight, 3)) for unit in units] == [
+        ("depth", "lllyasviel/control_v11f1p_sd15_depth", 0.6),
+        ("seg", "", 1.0),
+    ]
+
+
+def test_every_pass_can_be_chosen_for_a_unit(registered):
+    from sd_blender.passes import PASS_KINDS
+    from sd_blender.properties import PASS_ITEMS
+
+    assert tuple(item[0] for item in PASS_ITEMS) == PASS_KINDS
+
+
+def test_too_many_units_or_start_after_end_are_refused_before_rendering(registered):
+    from sd_blender.generation import enabled_units
+
+    settings = registered.sd_blender
+    unit = settings.control_units.add()
+    unit.start, unit.end = 0.7, 0.3
+    with pytest.raises(ValueError, match=r"depth control: Start \(0.70\) must be below End \(0.30\)"):
+        enabled_units(settings)
+    unit.start = 0.0
+    for _ in range(4):
+        settings.control_units.add()
+    with pytest.raises(ValueError, match="5 control units are enabled; the server takes at most 4"):
+        enabled_units(settings)
+    settings.control_units[4].enabled = False
+    assert len(enabled_units(settings)) == 4
 
 
 def test_settings_are_saved_with_the_blend(registered, tmp_path):
@@ -52,4 +96,5 @@ def test_unregister_removes_everything(registered):
     sd_blender.unregister()
     assert not hasattr(bpy.types, "SDBLENDER_PT_generate")
     assert not hasattr(bpy.types.Scene, "sd_blender")
+    assert not hasattr(bpy.types.Object, "sd_blender_seg_class")
     sd_blender.register()  # the fixture unregisters again

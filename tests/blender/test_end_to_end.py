@@ -17,6 +17,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from live_server import running_server
+from rigs import NAMINGS, build_humanoid
 from scenes import sphere_and_wall_scene
 from sd_blender import operators
 from sd_blender.core.client import ServerClient
@@ -43,6 +44,10 @@ def saved_scene(addon, tmp_path):
     scene.render.resolution_y = 64
     scene.sd_blender.prompt = "a marble sphere in front of a brick wall"
     scene.sd_blender.steps = 4
+    scene.sd_blender.control_units.add().kind = "depth"
+    scene.render.engine = "CYCLES"  # the color pass is the scene's own render: keep it quick
+    scene.cycles.samples = 1
+    build_humanoid(scene, NAMINGS["mixamo"], name="Dancer", location=(-1.5, -3.0, -0.9))
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
     return scene
 
@@ -82,6 +87,33 @@ def test_generate_returns_at_once_and_applies_the_result_as_background(saved_sce
     camera = saved_scene.camera.data
     assert camera.show_background_images
     assert [bg.image.filepath for bg in camera.background_images] == [path]
+
+
+def test_stacked_units_guess_mode_and_img2img_reach_the_server(saved_scene):
+    settings = saved_scene.sd_blender
+    settings.control_units[0].model = "tiny"
+    for kind, weight in (("normal", 0.5), ("openpose", 1.0), ("seg", 0.75)):
+        bpy.ops.sd_blender.add_control_unit(kind=kind)
+        settings.control_units[-1].weight = weight
+    settings.guess_mode = True
+    settings.use_color_init, settings.init_strength, settings.steps = True, 0.5, 6
+    bpy.ops.sd_blender.generate()
+    snapshot = run_timer_until_done().job.snapshot()
+    assert snapshot.state == "done", snapshot.message
+    parameters = snapshot.parameters
+    assert [(control["type"], control["weight"]) for control in parameters["controls"]] == [
+        ("depth", 1.0), ("normal", 0.5), ("openpose", 1.0), ("seg", 0.75)
+    ]
+    assert parameters["guess_mode"] is True and parameters["strength"] == 0.5
+    assert (snapshot.step, snapshot.total) == (3, 3)  # img2img runs strength x steps
+
+
+def test_a_disabled_unit_is_not_sent(saved_scene):
+    bpy.ops.sd_blender.add_control_unit(kind="lineart")
+    saved_scene.sd_blender.control_units[0].enabled = False
+    bpy.ops.sd_blender.generate()
+    snapshot = run_timer_until_done().job.snapshot()
+    assert [control["type"] for control in snapshot.parameters["controls"]] == ["lineart"]
 
 
 def test_cancel_stops_the_job_and_writes_nothing(saved_scene, tmp_path):
@@ -127,16 +159,30 @@ def test_headless_generate_textures_the_mesh_and_saves_the_blend(saved_scene, tm
     assert "SD Projection" not in bpy.data.objects["Wall"].data.uv_layers
 
 
-def test_headless_passes_writes_numbered_control_images(saved_scene, tmp_path):
+def test_headless_passes_writes_every_pass_and_the_openpose_json(saved_scene, tmp_path):
+    out = tmp_path / "passes"
     completed = subprocess.run(
         [sys.executable, "-m", "sd_blender", "passes", str(tmp_path / "shot.blend"), "--frame", "7",
-         "--kinds", "depth", "--out", str(tmp_path / "passes")],
+         "--kinds", "depth,normal,openpose,lineart,seg,color", "--out", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    depth = np.asarray(Image.open(tmp_path / "passes" / "depth_0007.png"))
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [f"{kind}_0007.png" for kind in ("depth", "normal", "openpose", "lineart", "seg", "color")]
+        + ["openpose_0007.json"]
+    )
+    depth = np.asarray(Image.open(out / "depth_0007.png"))
     assert depth.shape == (64, 96)
     assert depth[32, 48] == 255 and depth[2, 2] == 0
+    assert tuple(np.asarray(Image.open(out / "normal_0007.png"))[2, 2]) == (128, 128, 255)  # background
+    assert np.asarray(Image.open(out / "color_0007.png")).shape == (64, 96, 3)
+    pose = json.loads((out / "openpose_0007.json").read_text())
+    assert (pose["canvas_width"], pose["canvas_height"]) == (96, 64)
+    (dancer,) = pose["people"]
+    neck_x, neck_y, confidence = dancer["pose_keypoints_2d"][3:6]
+    assert confidence == 1.0 and neck_x < 48  # the dancer stands left of the frame centre
+    drawn = np.asarray(Image.open(out / "openpose_0007.png"))
+    assert drawn[round(neck_y), round(neck_x)].any()  # the neck joint is drawn where the JSON says
 
 
 def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_path, capsys):
@@ -144,7 +190,7 @@ def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_pat
     from sd_blender import cli
 
     sphere_and_wall_scene(bpy.context.scene, size=64)
-    assert cli.run(["passes", "--out", str(tmp_path)]) == 0
+    assert cli.run(["passes", "--kinds", "depth", "--out", str(tmp_path)]) == 0
     assert np.asarray(Image.open(tmp_path / "depth_0001.png"))[32, 32] == 255
     with pytest.raises(SystemExit) as exit_info:
         cli.run(["passes", "--kinds", "depth,nope"])

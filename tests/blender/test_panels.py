@@ -1,0 +1,111 @@
+"""The sidebar panels draw every setting they name.
+
+Background Blender has no window, so no real UILayout exists: the panels draw into a stand-in
+layout that checks each property and operator they name exists, as Blender would when drawing.
+"""
+import bpy
+import pytest
+
+import sd_blender
+from scenes import sphere_and_wall_scene
+from sd_blender import panels
+
+
+class CheckingLayout:
+    """Records what a panel draws and fails on a property or operator Blender would not find."""
+
+    def __init__(self, drawn):
+        self.drawn = drawn
+        self.enabled = True
+
+    def _child(self, *args, **kwargs):
+        return CheckingLayout(self.drawn)
+
+    row = column = box = split = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"{data!r} has no property {name}"
+        self.drawn.append(("prop", name))
+
+    def prop_search(self, data, name, search_data, search_name, **kwargs):
+        assert name in data.bl_rna.properties and search_name in search_data.bl_rna.properties
+        self.drawn.append(("prop_search", name))
+
+    def operator(self, idname, **kwargs):
+        module, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, module), name), idname
+        self.drawn.append(("operator", idname))
+        return type("OperatorProperties", (), {})()
+
+    def operator_menu_enum(self, idname, property_name, **kwargs):
+        self.operator(idname)
+
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **kwargs):
+        assert hasattr(bpy.types, list_type), list_type
+        assert name in data.bl_rna.properties and active_name in active_data.bl_rna.properties
+        self.drawn.append(("list", name))
+
+    def label(self, text="", **kwargs):
+        self.drawn.append(("label", text))
+
+    def progress(self, **kwargs):
+        self.drawn.append(("progress", kwargs.get("text")))
+
+
+def draw(panel_class):
+    """Run the panel's draw with the stand-in layout; returns what it drew."""
+    drawn = []
+
+    class StandIn:
+        layout = CheckingLayout(drawn)
+
+        def __getattr__(self, name):
+            return getattr(panel_class, name)
+
+    panel_class.draw(StandIn(), bpy.context)
+    return drawn
+
+
+@pytest.fixture
+def scene(empty_scene):
+    sd_blender.register()
+    yield sphere_and_wall_scene(empty_scene)
+    sd_blender.unregister()
+
+
+def test_an_empty_unit_list_offers_quick_buttons(scene):
+    drawn = draw(panels.SDBLENDER_PT_generate)
+    assert ("label", "No control: add the passes to condition on") in drawn
+    assert drawn.count(("operator", "sd_blender.add_control_unit")) == 4  # depth, normal, openpose, +
+    assert ("label", "128 x 128 px (rounded to a multiple of 8)") in drawn
+
+
+def test_a_unit_shows_its_controlnet_and_the_model_list_status(scene):
+    bpy.ops.sd_blender.add_control_unit(kind="normal")
+    drawn = draw(panels.SDBLENDER_PT_generate)
+    assert ("prop", "model") in drawn and ("operator", "sd_blender.refresh_models") in drawn
+    assert ("label", "not fetched: press Refresh") in drawn
+
+
+def test_the_passes_panel_shows_rig_presets_shot_range_and_overrides(scene):
+    bpy.ops.object.armature_add()
+    armature = bpy.context.object
+    armature.name = "Puppet"
+    scene.sd_blender.depth_range_mode = "SHOT"
+    drawn = draw(panels.SDBLENDER_PT_passes)
+    assert ("label", "Puppet: not recognised") in drawn
+    assert ("operator", "sd_blender.measure_shot_depth") in drawn
+    bpy.ops.sd_blender.add_keypoint_override()
+    drawn = draw(panels.SDBLENDER_PT_passes)
+    assert ("prop_search", "bone") in drawn and ("operator", "sd_blender.remove_keypoint_override") in drawn
+    bpy.ops.sd_blender.remove_keypoint_override(index=0)
+    assert len(armature.data.sd_blender_keypoints) == 0
+
+
+def test_segmentation_classes_of_the_active_object_and_material(scene):
+    sphere = bpy.data.objects["Sphere"]
+    sphere.data.materials.append(bpy.data.materials.new("Stone"))
+    bpy.context.view_layer.objects.active = sphere
+    drawn = draw(panels.SDBLENDER_PT_passes)
+    assert ("label", "Segmentation of Sphere") in drawn
+    assert drawn.count(("prop", "sd_blender_seg_class")) == 2
