@@ -101,6 +101,8 @@ def build_demo_scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.render.resolution_x = scene.render.resolution_y = 512
+    scene.render.engine = "CYCLES"  # the color pass is this render: a few samples keep it quick on a CPU
+    scene.cycles.samples = 16
     add_props(scene)
     armature = build_armature(scene)
     add_body(scene, armature)
