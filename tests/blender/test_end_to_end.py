@@ -196,3 +196,15 @@ def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_pat
         cli.run(["passes", "--kinds", "depth,nope"])
     assert exit_info.value.code == 2
     assert "unknown pass nope" in capsys.readouterr().err
+
+
+def test_refresh_lists_the_servers_controlnets_for_the_units(addon):
+    assert bpy.ops.sd_blender.refresh_models() == {"FINISHED"}  # returns before the answer
+    deadline = time.monotonic() + 30
+    while operators.server_models.fetching:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert operators.server_models.names("depth") == ["tiny"]
+    assert operators.server_models.status.startswith("7 ControlNets on http://127.0.0.1:")
+    if bpy.app.timers.is_registered(operators._redraw_when_models_arrive):
+        bpy.app.timers.unregister(operators._redraw_when_models_arrive)
