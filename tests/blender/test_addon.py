@@ -98,3 +98,19 @@ def test_unregister_removes_everything(registered):
     assert not hasattr(bpy.types.Scene, "sd_blender")
     assert not hasattr(bpy.types.Object, "sd_blender_seg_class")
     sd_blender.register()  # the fixture unregisters again
+
+
+def test_preview_renders_each_units_pass_into_a_named_image(registered):
+    from scenes import sphere_and_wall_scene
+
+    sphere_and_wall_scene(registered, size=64)
+    for kind in ("normal", "seg", "openpose"):
+        bpy.ops.sd_blender.add_control_unit(kind=kind)
+    assert bpy.ops.sd_blender.preview_passes() == {"FINISHED"}
+    for name in ("SD normal", "SD seg", "SD openpose"):
+        assert tuple(bpy.data.images[name].size) == (64, 64)
+    assert "SD depth" not in bpy.data.images  # only the units' passes
+    pixels = bpy.data.images["SD normal"].pixels  # rows from the bottom
+    top_left, centre = (63 * 64) * 4, (32 * 64 + 32) * 4
+    assert [round(value * 255) for value in pixels[top_left:top_left + 3]] == [128, 128, 255]  # background
+    assert pixels[centre + 2] > 0.9  # the sphere faces the viewer: blue
