@@ -8,7 +8,8 @@ import pytest
 
 import sd_blender
 from scenes import sphere_and_wall_scene
-from sd_blender import panels
+from sd_blender import operators, panels
+from sd_blender.core.model_list import ModelList
 
 
 class CheckingLayout:
@@ -80,7 +81,8 @@ def test_an_empty_unit_list_offers_quick_buttons(scene):
     assert ("label", "128 x 128 px (rounded to a multiple of 8)") in drawn
 
 
-def test_a_unit_shows_its_controlnet_and_the_model_list_status(scene):
+def test_a_unit_shows_its_controlnet_and_the_model_list_status(scene, monkeypatch):
+    monkeypatch.setattr(operators, "server_models", ModelList())  # as a fresh Blender session has it
     bpy.ops.sd_blender.add_control_unit(kind="normal")
     drawn = draw(panels.SDBLENDER_PT_generate)
     assert ("prop", "model") in drawn and ("operator", "sd_blender.refresh_models") in drawn
