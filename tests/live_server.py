@@ -59,9 +59,11 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running_server(*extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None):
-    """A server on a free 127.0.0.1 port with `--model tiny`; stopped (then killed) on exit."""
-    port = free_port()
+def running_server(
+    *extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None, port: int | None = None
+):
+    """A server on 127.0.0.1 (a free port unless given) with `--model tiny`; stopped (then killed) on exit."""
+    port = port or free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="sd_blender_server_log_"))
     log_path = log_dir / "server.log"
     command = [*server_command(), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), *extra_args]

@@ -50,8 +50,15 @@ def unique_path(directory, stem, suffix=".png"):
     return candidate
 
 
+# How long a job waits for a server that stopped answering (a restart, a network blip)
+# before it gives up and tells the user.
+RECONNECT_GRACE_SECONDS = 20.0
+
+
 class GenerationJob:
-    def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25):
+    def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25,
+                 reconnect_grace=RECONNECT_GRACE_SECONDS):
+        self._reconnect_grace = reconnect_grace
         self._client = client
         self._request = job_request
         self._output_dir = output_dir
@@ -96,7 +103,7 @@ class GenerationJob:
             if self._cancel_requested.is_set() and not cancel_sent:
                 self._client.cancel(job_id)
                 cancel_sent = True
-            status = self._client.job(job_id)
+            status = self._poll(job_id)
             if status["state"] in _SERVER_FINISHED_STATES:
                 break
             progress = status.get("progress") or {}
@@ -113,6 +120,30 @@ class GenerationJob:
         else:
             self._update(state=FAILED, message=f"the server could not generate: {status.get('error')}")
 
+    def _poll(self, job_id):
+        """The job's status; waits out a server that stops answering for up to the grace time."""
+        lost_since = None
+        while True:
+            try:
+                return self._client.job(job_id)
+            except ServerError as error:
+                if error.status == 404:
+                    raise ServerError(
+                        "the server no longer knows this job: it was restarted, or the result expired. "
+                        "Press Generate to run it again."
+                    ) from None
+                if error.status is not None:
+                    raise
+                lost_since = lost_since or time.monotonic()
+                waited = time.monotonic() - lost_since
+                if waited >= self._reconnect_grace:
+                    raise ServerError(
+                        f"lost the sd_blender server at {self._client.base_url} during the job "
+                        f"(no answer for {waited:.0f} s). Start it again, then press Generate."
+                    ) from None
+                self._update(message=f"the server is not answering; retrying ({waited:.0f} s)")
+                time.sleep(self._poll_interval)
+
     def _download(self, status):
         self._update(state=DOWNLOADING, message="downloading the result")
         os.makedirs(self._output_dir, exist_ok=True)
@@ -120,9 +151,10 @@ class GenerationJob:
         paths = []
         for index, url in enumerate(status["images"]):
             seed = seeds[index] if index < len(seeds) else index
+            data = self._client.download(url)  # fetched whole first: a lost server leaves no half file
             path = unique_path(self._output_dir, f"{self._file_stem}_{seed}")
             with open(path, "wb") as file:
-                file.write(self._client.download(url))
+                file.write(data)
             paths.append(path)
         self._update(state=DONE, result_paths=tuple(paths),
                      message=f"done: {len(paths)} image(s) in {self._output_dir}")
