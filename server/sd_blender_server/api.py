@@ -85,20 +85,17 @@ def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
     def models() -> dict:
         description = engine.describe()
         return {
-            "base_models": [description["base_model"]],
+            "base_models": description["base_models"],
             "controlnets": description["controlnets"],
+            "loras": description["loras"],
+            "refused": description["refused"],
             "schedulers": list(SCHEDULERS),
         }
 
     @router.post("/jobs", status_code=202, response_model=JobCreated)
     def submit(body: JobRequest, response: Response) -> JobCreated:
-        unserved = []
-        for index, control in enumerate(body.controls):
-            try:
-                engine.controlnet_key(control)
-            except ValueError as error:
-                field_name = "type" if control.model is None else "model"
-                unserved.append({"loc": ("body", "controls", index, field_name), "msg": str(error), "type": "value_error"})
+        # Model, LoRA and ControlNet names resolve only to registry entries; families must match.
+        unserved = [{"loc": loc, "msg": message, "type": "value_error"} for loc, message in engine.check(body)]
         if unserved:
             raise RequestValidationError(unserved)
         job = jobs.submit(body)

@@ -55,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", help="where the tiny model is built (default: $XDG_CACHE_HOME/sd_blender)")
     parser.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="A1111 or ComfyUI models folder (or the webui/ComfyUI root) whose checkpoints, ControlNets and LoRAs "
+        "are offered by name; repeatable",
+    )
+    parser.add_argument(
         "--token", default=os.environ.get("SD_BLENDER_TOKEN"), help="bearer token required by every route but /health"
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -87,9 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "debug":
         diffusers.utils.logging.disable_progress_bar()
         diffusers.utils.logging.set_verbosity_error()
-    engine = GenerationEngine(
-        args.model, controlnets_for(args.model, args.controlnet), args.device, args.dtype, args.cache_dir
-    )
+    try:
+        engine = GenerationEngine(
+            args.model,
+            controlnets_for(args.model, args.controlnet),
+            args.device,
+            args.dtype,
+            args.cache_dir,
+            models_dirs=args.models_dir,
+        )
+    except ModelLoadError as error:
+        print(f"sd-blender-server: {error}", file=sys.stderr)
+        return 2
     if args.print_openapi:
         print(json.dumps(create_app(JobQueue(engine), token=args.token).openapi(), indent=2, sort_keys=True))
         return 0

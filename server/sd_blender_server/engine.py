@@ -1,10 +1,12 @@
-"""The generation engine: loads Stable Diffusion 1.5 and its ControlNets, runs one request.
+"""The generation engine: loads Stable Diffusion (one base model at a time) and its ControlNets,
+applies LoRAs, runs one request. Models are named by the registry (registry.py).
 
 No HTTP here: the engine is driven by the job worker (jobs.py) and can be driven by anything
 else that owns a device. Not thread-safe: one thread calls load() and generate().
 """
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import secrets
@@ -27,12 +29,18 @@ from diffusers import (
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
 from huggingface_hub.constants import HF_HUB_CACHE
 from PIL import Image
 
+from . import registry as registry_module
 from . import tiny
+from .registry import Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,7 @@ class ModelSource:
     name: str  # as the user gave it
     kind: str  # tiny | hub | folder | file
     location: str  # a path, or the hub id
+    family: str | None = None  # sd15 | sd2 | sdxl | tiny | None (unknown)
 
 
 @dataclass
@@ -106,15 +115,59 @@ def resolve_source(name: str, cache_dir: str | None, control_type: str | None = 
     if name == "tiny":
         model_dir = tiny.tiny_model_dir(cache_dir)
         folder = tiny.controlnet_dir(model_dir, control_type) if control_type else model_dir / "pipeline"
-        return ModelSource(name, "tiny", str(folder))
+        return ModelSource(name, "tiny", str(folder), "tiny")
     path = Path(name).expanduser()
     if path.is_dir():
-        return ModelSource(name, "folder", str(path))
+        return ModelSource(name, "folder", str(path), registry_module.folder_kind_family(path)[1])
     if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
-        return ModelSource(name, "file", str(path))
+        return ModelSource(name, "file", str(path), _file_family(path))
     if _HUB_ID.match(name):
-        return ModelSource(name, "hub", name)
+        return ModelSource(name, "hub", name, _hub_family(name))
     return ModelSource(name, "folder", str(path))
+
+
+def _file_family(path: Path) -> str | None:
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return None
+    try:
+        return registry_module.classify_safetensors(registry_module.read_safetensors_header(path))[1]
+    except (OSError, ValueError):
+        return None
+
+
+def _hub_family(repo_id: str) -> str | None:
+    """The family of a hub model from the configs in the Hugging Face cache; never the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model_index.json", "config.json"):
+            cached = try_to_load_from_cache(repo_id, filename)
+            if isinstance(cached, str):
+                return registry_module.folder_kind_family(Path(cached).parent)[1]
+    except Exception:  # an odd cache is no reason to refuse a model
+        log.debug("no family for %s from the cache", repo_id, exc_info=True)
+    if "xl" in repo_id.lower():
+        return "sdxl"
+    if "sd15" in repo_id.lower() or "stable-diffusion-v1" in repo_id.lower():
+        return "sd15"
+    return None
+
+
+def _source_of(entry: Entry) -> ModelSource:
+    return ModelSource(entry.name, entry.source, entry.location, entry.family)
+
+
+def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
+    """The diffusers configuration folder passed to from_single_file, so nothing is fetched."""
+    if source.family == "tiny":
+        return str(tiny.ensure_tiny_model(cache_dir) / "pipeline")
+    folder = registry_module.config_folder(source.family)
+    if folder is None:
+        raise ModelLoadError(
+            f"cannot load model '{source.name}': no configuration for its family ({source.family or 'unknown'}); "
+            "this server carries configurations for sd15 and sdxl single files"
+        )
+    return str(folder)
 
 
 def with_seed(request: JobRequest) -> JobRequest:
@@ -130,9 +183,11 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
         tiny.ensure_tiny_model(cache_dir)
     elif source.kind != "hub" and not Path(source.location).exists():
         raise ModelLoadError(f"model '{source.name}' not found: no such file or folder {source.location}")
+    if source.kind == "file" and not source.location.lower().endswith(".safetensors"):
+        raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
     try:
         if source.kind == "file":
-            return model_class.from_single_file(source.location, **options)
+            return model_class.from_single_file(source.location, local_files_only=True, **options)
         return model_class.from_pretrained(source.location, **options)
     except Exception as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -152,6 +207,37 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
+_PIPELINES = {
+    # family: (txt2img, img2img, controlnet, controlnet img2img)
+    "sdxl": (
+        StableDiffusionXLPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLControlNetPipeline,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+    ),
+    "sd15": (
+        StableDiffusionPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionControlNetImg2ImgPipeline,
+    ),
+}
+# Prefix of the internal key of a ControlNet from a models folder (served ones are keyed by type).
+_REGISTRY_KEY = "models-dir:"
+
+
+def _pipelines_for(family: str | None) -> tuple:
+    return _PIPELINES["sdxl" if family == "sdxl" else "sd15"]
+
+
+def peft_available() -> bool:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class GenerationEngine:
     def __init__(
         self,
@@ -160,15 +246,25 @@ class GenerationEngine:
         device: str = "auto",
         dtype: str | torch.dtype = "auto",
         cache_dir: str | None = None,
+        models_dirs: list[str] | tuple[str, ...] = (),
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self._cache_dir = cache_dir
-        self.model = resolve_source(model, cache_dir)
+        self.model = resolve_source(model, cache_dir)  # the default base model
         self.controlnet_sources = {
             control_type: resolve_source(name, cache_dir, control_type) for control_type, name in controlnets.items()
         }
+        self.registry = Registry()
+        # The default model is registered first, so it keeps its name.
+        self.registry.add(Entry(self.model.name, "base", self.model.kind, self.model.location, self.model.family))
+        for models_dir in models_dirs:
+            try:
+                self.registry.scan(models_dir)
+            except ValueError as error:
+                raise ModelLoadError(str(error)) from error
         self._components: dict | None = None
+        self._loaded: ModelSource | None = None
         self._scheduler_config = None
         self._controlnets: dict[str, ControlNetModel] = {}
         self.load_counts = _LoadCounts()
@@ -177,80 +273,182 @@ class GenerationEngine:
     def control_types(self) -> list[str]:
         return sorted(self.controlnet_sources)
 
+    def _controlnet_source(self, key: str) -> ModelSource:
+        if key.startswith(_REGISTRY_KEY):
+            return _source_of(self.registry.get("controlnet", key[len(_REGISTRY_KEY):]))
+        return self.controlnet_sources[key]
+
     def controlnet_key(self, control: Control) -> str:
-        """The served control type whose ControlNet runs this control: the one named by
-        `control.model` (preferring the control's own type when the name serves several),
-        else the one serving `control.type`. Raises ValueError naming what is served."""
+        """The ControlNet that runs this control: the one named by `control.model` (a served one,
+        preferring the control's own type when the name serves several, else one from a models
+        folder), else the one serving `control.type`. Raises ValueError naming what is served."""
         if control.model is None:
             if control.type not in self.controlnet_sources:
                 raise ValueError(f"no ControlNet for '{control.type}'; this server serves {', '.join(self.control_types)}")
             return control.type
         serving = [key for key, source in sorted(self.controlnet_sources.items()) if source.name == control.model]
         if not serving:
+            if self.registry.get("controlnet", control.model) is not None:
+                return _REGISTRY_KEY + control.model
             names = sorted({source.name for source in self.controlnet_sources.values()})
+            names += [name for name in self.registry.names("controlnet") if name not in names]
             raise ValueError(f"no ControlNet named '{control.model}'; this server has {', '.join(names)}")
         return control.type if control.type in serving else serving[0]
+
+    def base_source(self, name: str | None) -> ModelSource:
+        """The base model a job names (None: the default); ValueError listing the names."""
+        if name is None:
+            return self.model
+        entry = self.registry.get("base", name)
+        if entry is None:
+            raise ValueError(f"no base model named '{name}'; this server has {', '.join(self.registry.names('base'))}")
+        return _source_of(entry)
+
+    def check(self, request: JobRequest) -> list[tuple[tuple, str]]:
+        """What the server cannot run in a request, as (location, message) pairs; [] when it can."""
+        problems: list[tuple[tuple, str]] = []
+        try:
+            base = self.base_source(request.model)
+        except ValueError as error:
+            problems.append((("body", "model"), str(error)))
+            base = None
+        for index, control in enumerate(request.controls):
+            field_name = "type" if control.model is None else "model"
+            try:
+                source = self._controlnet_source(self.controlnet_key(control))
+            except ValueError as error:
+                problems.append((("body", "controls", index, field_name), str(error)))
+                continue
+            if base is not None and base.family and source.family and base.family != source.family:
+                problems.append(
+                    (
+                        ("body", "controls", index, field_name),
+                        f"ControlNet '{source.name}' is for {source.family} but model '{base.name}' is {base.family}",
+                    )
+                )
+        if request.loras and not peft_available():
+            problems.append((("body", "loras"), "LoRAs need the peft package on the server (pip install peft)"))
+        for index, lora in enumerate(request.loras):
+            entry = self.registry.get("lora", lora.name)
+            if entry is None:
+                names = ", ".join(self.registry.names("lora")) or "none"
+                problems.append((("body", "loras", index, "name"), f"no LoRA named '{lora.name}'; this server has {names}"))
+            elif base is not None and base.family and entry.family and base.family != entry.family:
+                problems.append(
+                    (
+                        ("body", "loras", index, "name"),
+                        f"LoRA '{entry.name}' is for {entry.family} but model '{base.name}' is {base.family}",
+                    )
+                )
+        return problems
 
     @property
     def loaded(self) -> bool:
         return self._components is not None
 
-    def load(self) -> None:
-        """Load the base model once; raises ModelLoadError with a one-line message."""
-        if self._components is not None:
+    def load(self, name: str | None = None) -> None:
+        """Load a base model (None: the default), unloading the one loaded before, if another;
+        raises ModelLoadError with a one-line message."""
+        source = self.base_source(name)
+        if self._components is not None and self._loaded is not None and self._loaded.name == source.name:
             return
-        source = self.model
-        pipeline = _load(
-            StableDiffusionPipeline,
-            source,
-            self._cache_dir,
-            torch_dtype=self.dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
+        self.unload()
+        if source.family in ("sd2",):
+            raise ModelLoadError(f"cannot load model '{source.name}': {source.family} models are not supported")
+        options = {}
+        if source.kind == "file":
+            options["config"] = single_file_config(source, self._cache_dir)
+        if source.family != "sdxl":
+            options.update(safety_checker=None, requires_safety_checker=False)
+        pipeline = _load(_pipelines_for(source.family)[0], source, self._cache_dir, torch_dtype=self.dtype, **options)
         try:
             pipeline.to(self.device)
         except Exception as error:
             raise ModelLoadError(f"cannot put model '{source.name}' on device {self.device}: {error}") from error
         self._components = pipeline.components
         self._scheduler_config = pipeline.scheduler.config
+        self._loaded = source
         self.load_counts.base_model += 1
         log.info("loaded %s (%s) on %s as %s", source.name, source.location, self.device, self.dtype)
 
-    def controlnet(self, control_type: str) -> ControlNetModel:
-        """The ControlNet for a control type, loaded on first use and kept."""
-        if control_type in self._controlnets:
-            return self._controlnets[control_type]
-        if control_type not in self.controlnet_sources:
-            raise ValueError(f"no ControlNet for '{control_type}'; this server serves {', '.join(self.control_types)}")
-        source = self.controlnet_sources[control_type]
-        model = _load(ControlNetModel, source, self._cache_dir, torch_dtype=self.dtype).to(self.device)
-        self._controlnets[control_type] = model
+    def unload(self) -> None:
+        """Drop the loaded base model (one is kept at a time) and give its memory back."""
+        if self._components is None:
+            return
+        log.info("unloading %s", self._loaded.name if self._loaded else "the base model")
+        self._components = None
+        self._loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def controlnet(self, key: str) -> ControlNetModel:
+        """The ControlNet for a key (a served control type, or one from a models folder), loaded on
+        first use and kept."""
+        if key in self._controlnets:
+            return self._controlnets[key]
+        if not key.startswith(_REGISTRY_KEY) and key not in self.controlnet_sources:
+            raise ValueError(f"no ControlNet for '{key}'; this server serves {', '.join(self.control_types)}")
+        source = self._controlnet_source(key)
+        options = {}
+        if source.kind == "file":
+            folder = single_file_config(source, self._cache_dir)
+            options["config"] = (
+                str(tiny.controlnet_dir(tiny.tiny_model_dir(self._cache_dir), "depth"))
+                if source.family == "tiny"
+                else str(Path(folder) / "controlnet")
+            )
+        model = _load(ControlNetModel, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
+        self._controlnets[key] = model
         counts = self.load_counts.controlnets
-        counts[control_type] = counts.get(control_type, 0) + 1
-        log.info("loaded ControlNet %s for %s", source.name, control_type)
+        counts[key] = counts.get(key, 0) + 1
+        log.info("loaded ControlNet %s for %s", source.name, key)
         return model
 
     def describe(self) -> dict:
+        loaded_name = self._loaded.name if self._loaded is not None else None
+        default = {
+            "name": self.model.name,
+            "kind": "base",
+            "family": self.model.family,
+            "source": self.model.kind,
+            "location": self.model.location,
+            "loaded": loaded_name == self.model.name,
+            "default": True,
+        }
+        base_models = [default] + [
+            {**entry.describe(), "loaded": loaded_name == entry.name, "default": False}
+            for entry in self.registry.of_kind("base")
+            if entry.name != self.model.name
+        ]
+        controlnets = [
+            {
+                "name": source.name,
+                "type": control_type,
+                "kind": "controlnet",
+                "family": source.family,
+                "source": source.kind,
+                "location": source.location,
+                "loaded": control_type in self._controlnets,
+            }
+            for control_type, source in sorted(self.controlnet_sources.items())
+        ]
+        controlnets += [
+            {**entry.describe(), "type": entry.control_type, "loaded": _REGISTRY_KEY + entry.name in self._controlnets}
+            for entry in self.registry.of_kind("controlnet")
+        ]
         return {
-            "model": self.model.name,
+            "model": loaded_name or self.model.name,
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "base_model": {
-                "name": self.model.name,
-                "source": self.model.kind,
-                "location": self.model.location,
-                "loaded": self.loaded,
-            },
-            "controlnets": [
-                {
-                    "name": source.name,
-                    "type": control_type,
-                    "source": source.kind,
-                    "location": source.location,
-                    "loaded": control_type in self._controlnets,
-                }
-                for control_type, source in sorted(self.controlnet_sources.items())
+            # The loaded base model, or the default one before any is loaded.
+            "base_model": next((item for item in base_models if item["loaded"]), default),
+            "base_models": base_models,
+            "controlnets": controlnets,
+            "loras": [{**entry.describe(), "loaded": False} for entry in self.registry.of_kind("lora")],
+            "refused": [
+                {**entry.describe(), "kind": entry.extra.get("kind", "base"), "loaded": False}
+                for entry in self.registry.of_kind("refused")
             ],
             "load_counts": {
                 "base_model": self.load_counts.base_model,
@@ -273,11 +471,11 @@ class GenerationEngine:
             "height": request.height,
             "num_images": request.num_images,
             "scheduler": request.scheduler,
-            "model": self.model.name,
+            "model": request.model or self.model.name,
             "controls": [
                 {
                     "type": control.type,
-                    "model": self.controlnet_sources[self.controlnet_key(control)].name,
+                    "model": self._controlnet_source(self.controlnet_key(control)).name,
                     "weight": control.weight,
                     "start": control.start,
                     "end": control.end,
@@ -285,6 +483,8 @@ class GenerationEngine:
                 for control in request.controls
             ],
         }
+        if request.loras:
+            parameters["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in request.loras]
         if request.controls:
             parameters["guess_mode"] = request.guess_mode
         if request.init_image is not None:
@@ -298,7 +498,10 @@ class GenerationEngine:
         should_cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Run one request; raises JobCancelled when should_cancel() turns true."""
-        self.load()
+        problems = self.check(request)
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
+        self.load(request.model)
         request = with_seed(request)
         parameters = self.parameters(request)
         controlnets = [self.controlnet(self.controlnet_key(control)) for control in request.controls]
@@ -339,20 +542,46 @@ class GenerationEngine:
             arguments["guess_mode"] = request.guess_mode
 
         pipeline = self._pipeline(controlnets, img2img, request.scheduler)
-        with torch.inference_mode():
-            images = pipeline(**arguments).images
+        self._apply_loras(pipeline, request)
+        try:
+            with torch.inference_mode():
+                images = pipeline(**arguments).images
+        finally:
+            if request.loras:
+                pipeline.unload_lora_weights()
         return GenerationResult(images=images, parameters=parameters)
+
+    def _apply_loras(self, pipeline, request: JobRequest) -> None:
+        """Load the job's LoRAs as adapters with their weights; unloaded after the job."""
+        if not request.loras:
+            return
+        names = []
+        current = request.loras[0].name
+        try:
+            for index, lora in enumerate(request.loras):
+                current = lora.name
+                entry = self.registry.get("lora", lora.name)
+                pipeline.load_lora_weights(entry.location, adapter_name=f"lora{index}")
+                names.append(f"lora{index}")
+            current = ", ".join(lora.name for lora in request.loras)
+            pipeline.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+        except Exception as error:
+            pipeline.unload_lora_weights()
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise ModelLoadError(f"cannot apply LoRA '{current}': {detail}") from error
 
     def _pipeline(self, controlnets: list[ControlNetModel], img2img: bool, scheduler: str):
         """A pipeline around the shared, already loaded components: nothing is loaded here."""
         scheduler_class, overrides = _SCHEDULER_CLASSES[scheduler]
         components = {**self._components, "scheduler": scheduler_class.from_config(self._scheduler_config, **overrides)}
-        components["requires_safety_checker"] = False
+        txt2img_class, img2img_class, control_class, control_img2img_class = _pipelines_for(self._loaded.family)
+        if txt2img_class is StableDiffusionPipeline:
+            components["requires_safety_checker"] = False
         if controlnets:
-            pipeline_class = StableDiffusionControlNetImg2ImgPipeline if img2img else StableDiffusionControlNetPipeline
+            pipeline_class = control_img2img_class if img2img else control_class
             components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
         else:
-            pipeline_class = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+            pipeline_class = img2img_class if img2img else txt2img_class
         pipeline = pipeline_class(**components)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline

@@ -41,7 +41,16 @@ class Control(_Strict):
         return self
 
 
+class LoraWeight(_Strict):
+    name: str = Field(max_length=200, description="a LoRA name from /v1/models (`loras[].name`)")
+    weight: float = Field(1.0, ge=-4, le=4, description="how strongly the LoRA applies")
+
+
 class JobRequest(_Strict):
+    model: str | None = Field(
+        None, max_length=200, description="a base model name from /v1/models; null: the server's default model"
+    )
+    loras: list[LoraWeight] = Field(default_factory=list, max_length=8, description="LoRAs applied to this job only")
     prompt: str = Field("", max_length=4000)
     negative_prompt: str = Field("", max_length=4000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="null picks a random seed")

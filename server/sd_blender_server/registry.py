@@ -1,0 +1,282 @@
+"""The model registry: every model the server can run, by name.
+
+Models come from the command line (`--model`, `--controlnet`: hub ids, diffusers folders,
+single files, `tiny`) and from model folders (`--models-dir`) laid out as A1111 or ComfyUI keep
+them. A request names models only by their registry name; nothing a client sends is ever used
+as a filesystem path.
+
+Nothing here loads weights: the family (sd15, sd2, sdxl) of a `.safetensors` file is read from
+its header (tensor names and shapes), that of a diffusers folder from its config files.
+Pickle files (.ckpt, .pt, .bin, .pth) are listed as refused and never opened.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
+PICKLE_REASON = "pickle file (may run code when loaded): convert to safetensors"
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+# Sub-folders of a models folder, by kind: A1111 (webui/models/...) and ComfyUI (ComfyUI/models/...).
+LAYOUT = {
+    "base": ("Stable-diffusion", "checkpoints"),
+    "controlnet": ("ControlNet", "controlnet"),
+    "lora": ("Lora", "loras"),
+}
+# Control types guessed from a ControlNet's name (control_v11f1p_sd15_depth, diffusers_xl_canny_mid...).
+_CONTROL_TYPE_WORDS = (
+    ("openpose", "openpose"),
+    ("pose", "openpose"),
+    ("normal", "normal"),
+    ("depth", "depth"),
+    ("lineart", "lineart"),
+    ("canny", "canny"),
+    ("seg", "seg"),
+    ("tile", "tile"),
+    ("scribble", "scribble"),
+    ("softedge", "softedge"),
+    ("mlsd", "mlsd"),
+    ("inpaint", "inpaint"),
+)
+_CONTEXT_FAMILIES = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_MAX_DEPTH = 4
+
+
+@dataclass
+class Entry:
+    name: str
+    kind: str  # base | controlnet | lora | refused
+    source: str  # tiny | hub | folder | file
+    location: str
+    family: str | None = None  # sd15 | sd2 | sdxl | tiny | None (unknown)
+    control_type: str | None = None
+    reason: str | None = None  # why a refused file is refused
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        item = {
+            "name": self.name,
+            "kind": self.kind,
+            "family": self.family,
+            "source": self.source,
+            "location": self.location,
+        }
+        if self.reason is not None:
+            item["reason"] = self.reason
+        return item
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a .safetensors file (tensor names, dtypes, shapes; `__metadata__`)."""
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        if len(prefix) != 8:
+            raise ValueError("not a safetensors file: too short")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > _MAX_HEADER_BYTES:
+            raise ValueError("not a safetensors file: header too large")
+        header = json.loads(file.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file: header is not an object")
+    return header
+
+
+def _context_family(header: dict, pattern: re.Pattern) -> str | None:
+    for key, value in header.items():
+        if pattern.search(key) and isinstance(value, dict) and len(value.get("shape", ())) == 2:
+            return _CONTEXT_FAMILIES.get(value["shape"][-1])
+    return None
+
+
+_ATTN2_TO_K = re.compile(r"attn2[._]to_k[._]weight$")
+_LORA_ATTN2_TO_K_DOWN = re.compile(r"attn2[._]to_k.*(lora_down|lora_A|lora\.down)[._]weight$")
+
+
+def _metadata_family(header: dict) -> str | None:
+    architecture = str((header.get("__metadata__") or {}).get("modelspec.architecture", ""))
+    if architecture == "sd_blender-tiny":
+        return "tiny"
+    if architecture.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if architecture.startswith("stable-diffusion-v2"):
+        return "sd2"
+    if architecture.startswith("stable-diffusion-v1"):
+        return "sd15"
+    return None
+
+
+def classify_safetensors(header: dict) -> tuple[str | None, str | None]:
+    """(kind, family) of a safetensors file from its header; kind None when not recognised."""
+    keys = [key for key in header if key != "__metadata__"]
+    family = _metadata_family(header)
+    if any("lora" in key for key in keys):
+        if family is None:
+            if any(key.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for key in keys):
+                family = "sdxl"
+            else:
+                family = _context_family(header, _LORA_ATTN2_TO_K_DOWN)
+        return "lora", family
+    if any(key.startswith(("control_model.", "controlnet_cond_embedding.", "controlnet_down_blocks.")) for key in keys):
+        if family is None:
+            if any(key.startswith(("control_model.label_emb", "add_embedding.")) for key in keys):
+                family = "sdxl"
+            else:
+                family = _context_family(header, _ATTN2_TO_K)
+        return "controlnet", family
+    if any(key.startswith("model.diffusion_model.") for key in keys):
+        if family is None:
+            if any(key.startswith("conditioner.embedders.1") for key in keys):
+                family = "sdxl"
+            elif any(key.startswith("cond_stage_model.model.") for key in keys):
+                family = "sd2"
+            elif any(key.startswith("cond_stage_model.transformer.") for key in keys):
+                family = "sd15"
+            else:
+                family = _context_family(header, _ATTN2_TO_K)
+        return "base", family
+    return None, family
+
+
+def folder_kind_family(folder: Path) -> tuple[str | None, str | None]:
+    """(kind, family) of a diffusers folder from its configs: model_index.json or config.json."""
+    try:
+        if (folder / "model_index.json").is_file():
+            index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+            name = str(index.get("_class_name", ""))
+            if "XL" in name:
+                return "base", "sdxl"
+            unet_config = folder / "unet" / "config.json"
+            if unet_config.is_file():
+                dim = json.loads(unet_config.read_text(encoding="utf-8")).get("cross_attention_dim")
+                return "base", _CONTEXT_FAMILIES.get(dim, "sd15" if "StableDiffusion" in name else None)
+            return "base", None
+        if (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if config.get("_class_name") == "ControlNetModel":
+                if config.get("addition_embed_type") == "text_time":
+                    return "controlnet", "sdxl"
+                return "controlnet", _CONTEXT_FAMILIES.get(config.get("cross_attention_dim"))
+    except (OSError, ValueError) as error:
+        log.warning("cannot read the configuration of %s: %s", folder, error)
+    return None, None
+
+
+def guess_control_type(name: str) -> str | None:
+    lowered = name.lower()
+    for word, control_type in _CONTROL_TYPE_WORDS:
+        if word in lowered:
+            return control_type
+    return None
+
+
+def _layout_folders(models_dir: Path) -> list[tuple[str, Path]]:
+    """(kind, folder) of every layout folder in a webui/ComfyUI root or its models/ folder."""
+    roots = [models_dir / "models", models_dir] if (models_dir / "models").is_dir() else [models_dir]
+    found = []
+    for root in roots:
+        for kind, names in LAYOUT.items():
+            for name in names:
+                folder = root / name
+                if folder.is_dir():
+                    found.append((kind, folder))
+    return found
+
+
+class Registry:
+    """Names to models. Names are unique within a kind; the first one found keeps the plain stem."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+
+    def add(self, entry: Entry) -> Entry:
+        taken = {item.name for item in self.entries if item.kind == entry.kind}
+        if entry.name in taken:
+            base, number = entry.name, 2
+            while f"{base}-{number}" in taken:
+                number += 1
+            entry.name = f"{base}-{number}"
+        self.entries.append(entry)
+        return entry
+
+    def of_kind(self, kind: str) -> list[Entry]:
+        return [entry for entry in self.entries if entry.kind == kind]
+
+    def get(self, kind: str, name: str) -> Entry | None:
+        for entry in self.entries:
+            if entry.kind == kind and entry.name == name:
+                return entry
+        return None
+
+    def names(self, kind: str) -> list[str]:
+        return [entry.name for entry in self.of_kind(kind)]
+
+    def scan(self, models_dir: str | os.PathLike) -> None:
+        """Add every model in an A1111/ComfyUI models folder (or the webui/ComfyUI root)."""
+        models_dir = Path(models_dir).expanduser()
+        if not models_dir.is_dir():
+            raise ValueError(f"models folder {models_dir} does not exist")
+        layout = _layout_folders(models_dir)
+        if not layout:
+            log.warning(
+                "%s has none of the folders %s", models_dir, ", ".join(name for names in LAYOUT.values() for name in names)
+            )
+        for kind, folder in layout:
+            self._scan_folder(kind, folder, 0)
+
+    def _scan_folder(self, kind: str, folder: Path, depth: int) -> None:
+        try:
+            children = sorted(folder.iterdir())
+        except OSError as error:
+            log.warning("cannot list %s: %s", folder, error)
+            return
+        for path in children:
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                found_kind, family = folder_kind_family(path)
+                if found_kind is not None:
+                    if found_kind == kind:
+                        self.add(Entry(path.name, kind, "folder", str(path), family, self._control_type(kind, path.name)))
+                elif depth < _MAX_DEPTH:
+                    self._scan_folder(kind, path, depth + 1)
+                continue
+            suffix = path.suffix.lower()
+            if suffix in PICKLE_SUFFIXES:
+                # Never opened: listed so the user knows why it is not offered.
+                self.add(Entry(path.stem, "refused", "file", str(path), reason=PICKLE_REASON, extra={"kind": kind}))
+            elif suffix == ".safetensors":
+                self._add_file(kind, path)
+
+    def _add_file(self, kind: str, path: Path) -> None:
+        try:
+            found_kind, family = classify_safetensors(read_safetensors_header(path))
+        except (OSError, ValueError) as error:
+            self.add(Entry(path.stem, "refused", "file", str(path), reason=f"unreadable: {error}", extra={"kind": kind}))
+            return
+        if found_kind is None:
+            # A diffusers-format single file (e.g. a ControlNet's diffusion_pytorch_model.safetensors renamed).
+            found_kind = kind
+        if found_kind != kind:
+            log.info("%s is a %s in the %s folder; listed as a %s", path, found_kind, kind, found_kind)
+        self.add(Entry(path.stem, found_kind, "file", str(path), family, self._control_type(found_kind, path.stem)))
+
+    @staticmethod
+    def _control_type(kind: str, name: str) -> str | None:
+        return guess_control_type(name) if kind == "controlnet" else None
+
+
+def config_folder(family: str | None) -> Path | None:
+    """The diffusers configuration the server carries for a family's single-file checkpoints."""
+    if family is None:
+        return None
+    folder = CONFIGS_DIR / family
+    return folder if folder.is_dir() else None
