@@ -159,6 +159,8 @@ def _source_of(entry: Entry) -> ModelSource:
 
 def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
     """The diffusers configuration folder passed to from_single_file, so nothing is fetched."""
+    if not source.location.lower().endswith(".safetensors"):
+        raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
     if source.family == "tiny":
         return str(tiny.ensure_tiny_model(cache_dir) / "pipeline")
     folder = registry_module.config_folder(source.family)
@@ -168,6 +170,21 @@ def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
             "this server carries configurations for sd15 and sdxl single files"
         )
     return str(folder)
+
+
+def carried_tokenizers(family: str | None) -> dict:
+    """The CLIP tokenizers of SD 1.5 (`tokenizer`) and SDXL (`tokenizer`, `tokenizer_2`) from the
+    vocabulary the server carries (OpenAI CLIP's BPE, MIT licence): single files hold no tokenizer."""
+    if family not in ("sd15", "sdxl"):
+        return {}
+    from transformers import CLIPTokenizer
+
+    folder = registry_module.CONFIGS_DIR / "clip"
+    files = (str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizers = {"tokenizer": CLIPTokenizer(*files, model_max_length=77)}
+    if family == "sdxl":
+        tokenizers["tokenizer_2"] = CLIPTokenizer(*files, model_max_length=77, pad_token="!")
+    return tokenizers
 
 
 def with_seed(request: JobRequest) -> JobRequest:
@@ -358,6 +375,7 @@ class GenerationEngine:
         options = {}
         if source.kind == "file":
             options["config"] = single_file_config(source, self._cache_dir)
+            options.update(carried_tokenizers(source.family))
         if source.family != "sdxl":
             options.update(safety_checker=None, requires_safety_checker=False)
         pipeline = _load(_pipelines_for(source.family)[0], source, self._cache_dir, torch_dtype=self.dtype, **options)

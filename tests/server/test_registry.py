@@ -360,3 +360,34 @@ def test_missing_models_dir_exits_2_with_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"sd-blender-server: models folder {tmp_path / 'nowhere'} does not exist"
+
+
+def test_carried_configs_and_tokenizers_describe_sd15_and_sdxl():
+    from sd_blender_server.engine import carried_tokenizers
+    from sd_blender_server.registry import CONFIGS_DIR, folder_kind_family
+
+    assert folder_kind_family(CONFIGS_DIR / "sd15") == ("base", "sd15")
+    assert folder_kind_family(CONFIGS_DIR / "sdxl") == ("base", "sdxl")
+    assert folder_kind_family(CONFIGS_DIR / "sd15" / "controlnet") == ("controlnet", "sd15")
+    assert folder_kind_family(CONFIGS_DIR / "sdxl" / "controlnet") == ("controlnet", "sdxl")
+    tokenizer = carried_tokenizers("sd15")["tokenizer"]
+    # CLIP ViT-L/14's ids for this prompt, as the hub's openai/clip-vit-large-patch14 tokenizer gives them.
+    ids = tokenizer("a photograph of an astronaut riding a horse").input_ids
+    assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+    xl = carried_tokenizers("sdxl")
+    assert xl["tokenizer_2"].pad_token == "!" and xl["tokenizer"].pad_token == "<|endoftext|>"
+    assert carried_tokenizers("tiny") == {}
+
+
+def test_a_pickle_model_on_the_command_line_is_never_opened(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    os.mkfifo(checkpoint)  # opening it would block: the server must not try
+    result = subprocess.run(
+        [*server_command(), "--model", str(checkpoint), "--port", "1"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"sd-blender-server: model '{checkpoint}' is not loaded: pickle file (may run code when loaded): "
+        "convert to safetensors"
+    )
