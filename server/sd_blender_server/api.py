@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import __version__
-from .jobs import TERMINAL_STATES, JobFinished, JobQueue, UnknownJob
+from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
 from .schemas import SCHEDULERS, JobCreated, JobRequest, JobStatus
 
 _KEEPALIVE_SECONDS = 15.0
 _POLL_SECONDS = 0.05
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def field_path(loc: tuple | list) -> str:
@@ -35,12 +36,63 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
-async def _unknown_job(request: Request, error: UnknownJob) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": f"no job {error.args[0]} (unknown, or dropped after finishing)"})
+async def _queue_full(request: Request, error: QueueFull) -> JSONResponse:
+    return JSONResponse(
+        status_code=429, content={"detail": str(error)}, headers={"Retry-After": str(error.retry_after)}
+    )
 
 
 async def _job_finished(request: Request, error: JobFinished) -> JSONResponse:
     return JSONResponse(status_code=409, content={"detail": str(error)})
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 before the app reads it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) <= self.max_bytes:
+            await self.app(scope, receive, send)  # the HTTP server stops at the declared length
+            return
+        # Too long, or of unknown length (chunked): read it here, up to the limit.
+        chunks, size, more = [], 0, True
+        if declared is None or not declared.isdigit():
+            while more and size <= self.max_bytes:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+        if declared is not None and declared.isdigit() or size > self.max_bytes:
+            await self._too_large(scope, receive, send, more)
+            return
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def receive_again():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, receive_again, send)
+
+    async def _too_large(self, scope, receive, send, more: bool) -> None:
+        # Read (and drop) a little more, so a client still sending gets the answer, not a reset.
+        drained = 0
+        while more and drained < 4 * self.max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            drained += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        limit = f"{self.max_bytes / 2**20:g} MB"
+        detail = f"request body too large: this server accepts at most {limit} (--max-body-mb)"
+        await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
 
 
 def _bearer_check(token: str | None):
@@ -56,13 +108,23 @@ def _bearer_check(token: str | None):
     return check
 
 
-def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
-    """The app around a started JobQueue; with `token`, every route but /health needs it."""
+def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The app around a started JobQueue; with `token`, every route but /health needs it.
+
+    No CORS middleware: browsers get no Access-Control-Allow-Origin header, so other web pages
+    cannot read the answers.
+    """
     engine = jobs.engine
     app = FastAPI(title="sd_blender server", version=__version__)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    async def _unknown_job(request: Request, error: UnknownJob) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": jobs.unknown_message(error.args[0])})
+
     app.add_exception_handler(UnknownJob, _unknown_job)
     app.add_exception_handler(JobFinished, _job_finished)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))])
 
     @app.get("/health")
@@ -79,6 +141,7 @@ def create_app(jobs: JobQueue, token: str | None = None) -> FastAPI:
             },
             "load_counts": description["load_counts"],
             "queue_length": jobs.queue_length,
+            "finished_jobs": jobs.finished_count,
         }
 
     @router.get("/models")

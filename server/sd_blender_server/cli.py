@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -25,6 +26,39 @@ def _controlnet_option(value: str) -> tuple[str, str]:
     if not control_type.strip() or not source.strip():
         raise argparse.ArgumentTypeError(f"expected TYPE=ID_OR_PATH (e.g. depth=./controlnet-depth), got '{value}'")
     return control_type.strip(), source.strip()
+
+
+def _positive(kind):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{value}'") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+        return number
+
+    return parse
+
+
+def _not_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{value}'") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: localhost, 127.0.0.0/8, ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +97,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "are offered by name; repeatable",
     )
     parser.add_argument(
-        "--token", default=os.environ.get("SD_BLENDER_TOKEN"), help="bearer token required by every route but /health"
+        "--token",
+        default=os.environ.get("SD_BLENDER_TOKEN") or None,
+        help="bearer token required by every route but /health (default: $SD_BLENDER_TOKEN); "
+        "required to listen on any address but loopback",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max-queue", type=_positive(int), default=32, help="jobs that may wait; past it POST /v1/jobs answers 429 "
+        "(default: %(default)s)"
+    )
+    limits.add_argument(
+        "--job-timeout", type=_not_negative, default=600.0,
+        help="seconds a job may run before it is stopped and failed; 0: no limit (default: %(default)g)",
+    )
+    limits.add_argument(
+        "--keep-results", type=_positive(int), default=200,
+        help="finished jobs (with their images) kept; older ones are dropped (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--result-ttl", type=_positive(float), default=3600.0,
+        help="seconds a finished job (with its images) is kept (default: %(default)g)",
+    )
+    limits.add_argument(
+        "--max-body-mb", type=_positive(float), default=64.0,
+        help="largest request body in MB; larger answers 413 (default: %(default)g)",
+    )
+    limits.add_argument(
+        "--max-pixels", type=_positive(int), default=2048 * 2048,
+        help="most pixels (width x height) a job may ask for; input images may have 4x as many (default: %(default)s)",
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument(
@@ -79,6 +141,13 @@ def controlnets_for(model: str, overrides: list[tuple[str, str]]) -> dict[str, s
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.print_openapi and not args.token and not is_loopback(args.host):
+        print(
+            f"sd-blender-server: refusing to listen on {args.host} without a token: anyone who can reach it could "
+            "use the GPU; set --token or $SD_BLENDER_TOKEN, or listen on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level != "debug":
         # transformers warns at import about optional image backends the server never uses.
@@ -88,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     import uvicorn
 
+    from . import images, schemas
     from .api import create_app
     from .engine import GenerationEngine, ModelLoadError
     from .jobs import JobQueue
+
+    schemas.MAX_PIXELS = args.max_pixels
+    images.set_max_input_pixels(4 * args.max_pixels)
 
     if args.log_level != "debug":
         diffusers.utils.logging.disable_progress_bar()
@@ -115,9 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"sd-blender-server: {error}", file=sys.stderr)
         return 2
-    jobs = JobQueue(engine)
+    jobs = JobQueue(
+        engine,
+        max_finished=args.keep_results,
+        result_ttl=args.result_ttl,
+        max_queue=args.max_queue,
+        job_timeout=args.job_timeout or None,
+    )
     jobs.start()
-    app = create_app(jobs, token=args.token)
+    app = create_app(jobs, token=args.token, max_body_bytes=int(args.max_body_mb * 2**20))
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:

@@ -9,6 +9,20 @@ import json
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
+# The most pixels an input image may decode to (checked from the file header, before decoding),
+# so a small file that decodes to gigabytes (a decompression bomb) is refused. The CLI sets it
+# to 4 x --max-pixels.
+MAX_INPUT_PIXELS = 4 * 2048 * 2048
+
+
+def set_max_input_pixels(pixels: int) -> None:
+    global MAX_INPUT_PIXELS
+    MAX_INPUT_PIXELS = pixels
+    # PIL's own guard (an error at twice its limit) stays behind ours.
+    Image.MAX_IMAGE_PIXELS = pixels
+
+
+set_max_input_pixels(MAX_INPUT_PIXELS)
 
 SAMPLER_NAMES = {
     "unipc": "UniPC",
@@ -40,14 +54,28 @@ def decode_base64_image(value: object) -> Image.Image:
         image_format = image.format
         if image_format not in ACCEPTED_FORMATS:
             raise ValueError(f"is a {image_format or 'unknown'} file; send PNG or JPEG")
+        _check_size(*image.size)
         image.load()
+        return image.convert("RGB")
     except UnidentifiedImageError:
         raise ValueError("is not a PNG or JPEG file") from None
+    except Image.DecompressionBombError:  # PIL's guard in Image.open, at twice the limit
+        raise ValueError(
+            f"decodes to more than {2 * MAX_INPUT_PIXELS} pixels; this server decodes images of at most "
+            f"{MAX_INPUT_PIXELS} pixels"
+        ) from None
     except ValueError:
         raise
     except Exception as error:  # PIL raises many types for truncated or corrupt files
         raise ValueError(f"is not a readable PNG or JPEG file ({error})") from None
-    return image.convert("RGB")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_INPUT_PIXELS:
+        raise ValueError(
+            f"is {width}x{height} pixels ({width * height}); this server decodes images of at most "
+            f"{MAX_INPUT_PIXELS} pixels"
+        )
 
 
 def a1111_parameters(parameters: dict, seed: int) -> str:

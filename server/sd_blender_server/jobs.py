@@ -1,10 +1,13 @@
 """The job queue: one worker thread owns the engine (and so the device) and runs jobs in order."""
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import queue
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,10 +22,36 @@ log = logging.getLogger(__name__)
 
 TERMINAL_STATES = ("done", "failed", "cancelled")
 MAX_FINISHED_JOBS = 200
+RESULT_TTL_SECONDS = 3600.0
+MAX_QUEUE = 32
+JOB_TIMEOUT_SECONDS = 600.0
+_DEFAULT_JOB_SECONDS = 5.0  # the Retry-After guess before any job has run
 
 
 class UnknownJob(KeyError):
     pass
+
+
+class QueueFull(Exception):
+    """More jobs waiting than the server accepts; `retry_after` is an estimate in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, or the RuntimeError other backends raise when memory runs out."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def free_memory() -> None:
+    """Give back what a failed job held: Python garbage, then the CUDA cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class JobFinished(Exception):
@@ -47,6 +76,9 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     cancel_requested: bool = False
+    deadline: float | None = None  # time.monotonic() past which a running job is stopped
+    started: float | None = None  # time.monotonic() when it started running
+    expires: float | None = None  # time.monotonic() when a finished job is dropped
     # Append-only, so a stream can read it by index and never skip or repeat an event.
     events: list[tuple[str, dict]] = field(default_factory=list)
 
@@ -69,11 +101,27 @@ class Job:
 
 
 class JobQueue:
-    """FIFO jobs for one engine. Keeps the newest `max_finished` finished jobs, drops older ones."""
+    """FIFO jobs for one engine.
 
-    def __init__(self, engine: GenerationEngine, max_finished: int = MAX_FINISHED_JOBS):
+    At most `max_queue` jobs wait (QueueFull past it); a running job is stopped after
+    `job_timeout` seconds (None: no limit). Finished jobs are kept `result_ttl` seconds, at most
+    the newest `max_finished` of them; older ones are dropped with their images.
+    """
+
+    def __init__(
+        self,
+        engine: GenerationEngine,
+        max_finished: int = MAX_FINISHED_JOBS,
+        result_ttl: float = RESULT_TTL_SECONDS,
+        max_queue: int = MAX_QUEUE,
+        job_timeout: float | None = JOB_TIMEOUT_SECONDS,
+    ):
         self.engine = engine
         self._max_finished = max_finished
+        self.result_ttl = result_ttl
+        self.max_queue = max_queue
+        self.job_timeout = job_timeout
+        self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
         self._pending: queue.Queue[Job] = queue.Queue()
@@ -87,13 +135,43 @@ class JobQueue:
     def queue_length(self) -> int:
         """Jobs waiting to run (the running one not counted)."""
         with self._lock:
-            return sum(job.state == "queued" for job in self._jobs.values())
+            return self._queued()
+
+    @property
+    def finished_count(self) -> int:
+        """Finished jobs still kept (with their images)."""
+        with self._lock:
+            self._drop_expired()
+            return len(self._finished_order)
+
+    def _queued(self) -> int:
+        return sum(job.state == "queued" for job in self._jobs.values())
+
+    def _retry_after(self) -> int:
+        """Seconds until a place in the queue is likely to free: the running job's time left."""
+        now = time.monotonic()
+        estimate = self._job_seconds or _DEFAULT_JOB_SECONDS
+        for job in self._jobs.values():
+            if job.state == "running" and job.started is not None:
+                elapsed = now - job.started
+                if job.step > 0 and job.total > job.step:
+                    estimate = elapsed * (job.total - job.step) / job.step
+                else:
+                    estimate = max(estimate - elapsed, 1.0)
+                if job.deadline is not None:
+                    estimate = min(estimate, job.deadline - now)
+        return max(1, min(math.ceil(estimate), 3600))
 
     def submit(self, request: JobRequest) -> Job:
         request = with_seed(request)
         job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
         job.total = request.steps
         with self._lock:
+            if self._queued() >= self.max_queue:
+                raise QueueFull(
+                    f"the queue is full ({self.max_queue} jobs waiting, the server's --max-queue); try again later",
+                    self._retry_after(),
+                )
             self._jobs[job.id] = job
             self._set_state(job, "queued")
         self._pending.put(job)
@@ -101,9 +179,16 @@ class JobQueue:
 
     def get(self, job_id: str) -> Job:
         with self._lock:
+            self._drop_expired()
             if job_id not in self._jobs:
                 raise UnknownJob(job_id)
             return self._jobs[job_id]
+
+    def unknown_message(self, job_id: str) -> str:
+        return (
+            f"no job {job_id}: unknown, or its results expired (finished jobs are kept "
+            f"{self.result_ttl:g} s, the newest {self._max_finished})"
+        )
 
     def status(self, job_id: str) -> dict:
         job = self.get(job_id)
@@ -128,20 +213,48 @@ class JobQueue:
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.error = error
         job.finished_at = _now()
+        job.expires = time.monotonic() + self.result_ttl
+        job.request = None  # the decoded input images are not needed any more
         self._set_state(job, state)
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:
             self._jobs.pop(self._finished_order.popleft(), None)
+        self._drop_expired()
+
+    def _drop_expired(self) -> None:
+        """Drop finished jobs past their time; they finished in order, so the oldest are first."""
+        now = time.monotonic()
+        while self._finished_order:
+            job = self._jobs.get(self._finished_order[0])
+            if job is not None and job.expires is not None and job.expires > now:
+                break
+            self._finished_order.popleft()
+            if job is not None:
+                self._jobs.pop(job.id, None)
 
     def _work(self) -> None:
         while True:
-            job = self._pending.get()
+            try:
+                job = self._pending.get(timeout=min(max(self.result_ttl, 1.0), 60.0))
+            except queue.Empty:
+                with self._lock:
+                    self._drop_expired()
+                continue
             with self._lock:
                 if job.state != "queued":
                     continue
                 job.started_at = _now()
+                job.started = time.monotonic()
+                if self.job_timeout is not None:
+                    job.deadline = job.started + self.job_timeout
                 self._set_state(job, "running")
             self._run(job)
+            with self._lock:
+                seconds = time.monotonic() - job.started
+                self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
+
+    def _timed_out(self, job: Job) -> bool:
+        return job.deadline is not None and time.monotonic() > job.deadline
 
     def _on_step(self, job: Job, step: int, total: int) -> None:
         with self._lock:
@@ -149,30 +262,44 @@ class JobQueue:
             job.events.append(("progress", {"step": step, "total": total}))
 
     def _run(self, job: Job) -> None:
+        failure = None
         try:
             result = self.engine.generate(
                 job.request,
                 on_step=lambda step, total: self._on_step(job, step, total),
-                should_cancel=lambda: job.cancel_requested,
+                should_cancel=lambda: job.cancel_requested or self._timed_out(job),
             )
             images = [encode_png(image, result.parameters, index) for index, image in enumerate(result.images)]
         except JobCancelled:
             with self._lock:
-                self._finish(job, "cancelled")
-        except torch.cuda.OutOfMemoryError as error:
-            torch.cuda.empty_cache()
-            log.warning("job %s ran out of GPU memory: %s", job.id, error)
-            with self._lock:
-                self._finish(job, "failed", "out of GPU memory: try a smaller width/height or fewer images")
+                if job.cancel_requested:
+                    self._finish(job, "cancelled")
+                else:
+                    log.warning("job %s stopped after the time limit of %g s", job.id, self.job_timeout)
+                    self._finish(
+                        job,
+                        "failed",
+                        f"stopped after {job.step} of {job.total} steps: the job ran past this server's "
+                        f"time limit of {self.job_timeout:g} s (--job-timeout)",
+                    )
         except ModelLoadError as error:
             log.error("job %s: %s", job.id, error)
             with self._lock:
                 self._finish(job, "failed", str(error))
         except Exception as error:
-            log.exception("job %s failed", job.id)
-            with self._lock:
-                self._finish(job, "failed", f"{type(error).__name__}: {error}")
+            if is_out_of_memory(error):
+                log.warning("job %s ran out of memory: %s", job.id, error)
+                failure = "out of GPU memory: try a smaller width/height or fewer images"
+            else:
+                log.exception("job %s failed", job.id)
+                failure = f"{type(error).__name__}: {error}"
         else:
             with self._lock:
                 job.images = images
                 self._finish(job, "done")
+            return
+        if failure is not None:
+            # Outside the except block, so the traceback's frames (and their tensors) are gone.
+            free_memory()
+            with self._lock:
+                self._finish(job, "failed", failure)

@@ -4,13 +4,24 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .images import decode_base64_image
 
 SCHEDULERS = ("unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun")
 SchedulerName = Literal["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+# The most pixels (width x height) a job may ask for; the CLI sets it from --max-pixels.
+MAX_PIXELS = 2048 * 2048
 
 # Decoded while the request is validated, so a bad image is a 422 naming its field.
 Base64Image = Annotated[
@@ -66,6 +77,16 @@ class JobRequest(_Strict):
     guess_mode: bool = Field(
         False, description="ControlNet guess mode: the controls act without the prompt on the unconditional pass"
     )
+
+    @field_validator("height")
+    @classmethod
+    def _at_most_max_pixels(cls, height: int, info: ValidationInfo) -> int:
+        width = info.data.get("width")
+        if width is not None and width * height > MAX_PIXELS:
+            raise ValueError(
+                f"{width}x{height} is {width * height} pixels; this server's maximum is {MAX_PIXELS} (width x height)"
+            )
+        return height
 
     @model_validator(mode="after")
     def _img2img_runs_a_step(self) -> JobRequest:

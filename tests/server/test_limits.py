@@ -1,0 +1,303 @@
+"""Limits a client meets: queue (429), job time, body size (413), pixels, image bombs, result retention."""
+import base64
+import io
+import struct
+import threading
+import time
+import zlib
+
+import httpx
+import pytest
+import torch
+from live_server import running_server
+from PIL import Image
+from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
+from sd_blender_server.engine import GenerationResult
+from sd_blender_server.jobs import JobQueue
+from sd_blender_server.schemas import JobRequest
+
+SLOW_JOB = {"width": 512, "height": 512, "steps": 150}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int) -> str:
+    """A real 1-bit grey PNG of side x side black pixels: a few KB that decode to side² pixels."""
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)
+    data = b"".join(compressor.compress(row * 1000) for _ in range(side // 1000)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+def _messages(response: httpx.Response) -> list[str]:
+    return [item["msg"] for item in response.json()["detail"]]
+
+
+def _wait_running(client: httpx.Client, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_cache):
+    with running_server(
+        "--max-queue", "1", "--job-timeout", "2", "--max-body-mb", "1", "--max-pixels", str(512 * 512),
+        cache_dir=tiny_cache,
+    ) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client
+
+
+def test_full_queue_is_429_with_retry_after(limited):
+    running = submit(limited, **SLOW_JOB)
+    _wait_running(limited, running)
+    waiting = submit(limited, width=64, height=64, steps=1)
+    refused = limited.post("/v1/jobs", json={"width": 64, "height": 64, "steps": 1})
+    assert refused.status_code == 429
+    assert refused.json()["detail"] == (
+        "the queue is full (1 jobs waiting, the server's --max-queue); try again later"
+    )
+    assert 1 <= int(refused.headers["retry-after"]) <= 2  # the running job's time left, capped by its time limit
+    assert limited.get("/health").json()["queue_length"] == 1
+    for job_id in (waiting, running):
+        limited.delete(f"/v1/jobs/{job_id}")
+    wait_finished(limited, running)
+    again = submit(limited, width=64, height=64, steps=1)  # a place is free again
+    limited.delete(f"/v1/jobs/{again}")
+
+
+def test_job_past_the_time_limit_is_failed_with_the_limit(limited):
+    status = wait_finished(limited, submit(limited, **SLOW_JOB))
+    assert status["state"] == "failed"
+    assert status["error"].endswith("the job ran past this server's time limit of 2 s (--job-timeout)")
+    assert status["error"].startswith(f"stopped after {status['progress']['step']} of 150 steps")
+    assert status["progress"]["step"] < 150 and status["images"] == []
+    # The worker goes on: the next job runs (it is not run to the end here, as under a loaded
+    # machine even a small job could pass this server's 2 s limit).
+    following = submit(limited, width=64, height=64, steps=1)
+    _wait_running(limited, following)
+    limited.delete(f"/v1/jobs/{following}")
+
+
+def test_body_too_large_is_413(limited):
+    big = {"width": 64, "height": 64, "controls": [{"type": "depth", "image": "A" * (2 * 2**20)}]}
+    response = limited.post("/v1/jobs", json=big)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "request body too large: this server accepts at most 1 MB (--max-body-mb)"}
+
+    def chunks():  # no Content-Length: chunked transfer encoding
+        for _ in range(40):
+            yield b" " * 65536
+
+    chunked = limited.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    # Just under the limit is read and validated as usual.
+    small = limited.post("/v1/jobs", json={"width": 64, "height": 64, "prompt": "x" * 5000, "negative_prompt": " " * 900_000})
+    assert small.status_code == 422
+    assert limited.get("/health").status_code == 200
+
+
+def test_more_pixels_than_max_pixels_is_422_naming_height(limited):
+    response = limited.post("/v1/jobs", json={"width": 1024, "height": 512})
+    assert response.status_code == 422
+    assert "height: 1024x512 is 524288 pixels; this server's maximum is 262144 (width x height)" in _messages(response)
+    assert limited.post("/v1/jobs", json={"width": 512, "height": 512, "steps": 1}).status_code == 202
+
+
+def test_input_image_over_the_decode_limit_is_422(limited):
+    # 4 x --max-pixels = 1048576: an image a little over is refused from its header.
+    over = png_base64(1100, 1000)
+    response = limited.post("/v1/jobs", json={"width": 64, "height": 64, "init_image": over})
+    assert response.status_code == 422
+    assert _messages(response) == [
+        "init_image: is 1100x1000 pixels (1100000); this server decodes images of at most 1048576 pixels"
+    ]
+
+
+def test_decompression_bomb_is_422_naming_the_field(client):
+    bomb = bomb_png(30000)  # 900 megapixels
+    assert len(bomb) < 200_000
+    for body, field in [
+        ({"controls": [{"type": "depth", "image": bomb}]}, "controls[0].image"),
+        ({"init_image": "data:image/png;base64," + bomb}, "init_image"),
+    ]:
+        started = time.monotonic()
+        response = client.post("/v1/jobs", json={"width": 64, "height": 64, **body})
+        assert response.status_code == 422, response.text
+        assert _messages(response) == [
+            f"{field}: decodes to more than 33554432 pixels; this server decodes images of at most 16777216 pixels"
+        ]
+        assert time.monotonic() - started < 5  # refused from the header, not decoded
+    header_only = bomb_png(5000)  # 25 megapixels: over the limit, under PIL's own guard
+    response = client.post("/v1/jobs", json={"width": 64, "height": 64, "controls": [{"type": "depth", "image": header_only}]})
+    assert response.status_code == 422
+    assert _messages(response) == [
+        "controls[0].image: is 5000x5000 pixels (25000000); this server decodes images of at most 16777216 pixels"
+    ]
+
+
+def _encoded(image: Image.Image, image_format: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_of_other_sizes_and_modes_are_stretched_to_the_job_size(client):
+    inputs = [
+        _encoded(Image.new("I;16", (96, 64), 40000), "PNG"),
+        _encoded(Image.new("RGBA", (40, 200), (1, 2, 3, 4)), "PNG"),
+        _encoded(Image.new("P", (64, 64)), "PNG"),
+        _encoded(Image.new("L", (300, 100), 128), "JPEG"),
+    ]
+    status = run_job(
+        client, width=128, height=64, steps=2, init_image=_encoded(Image.new("CMYK", (50, 50)), "JPEG"),
+        controls=[{"type": "depth", "image": image} for image in inputs],
+    )
+    assert fetch_image(client, status["images"][0]).size == (128, 64)
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        (png_base64(64, 64)[:120], "is not a readable PNG or JPEG file"),
+        (png_base64(8, 8, image_format="BMP"), "is a BMP file; send PNG or JPEG"),
+        (png_base64(8, 8, image_format="WEBP"), "is a WEBP file; send PNG or JPEG"),
+    ],
+)
+def test_broken_or_other_format_images_are_422(client, image, words):
+    response = client.post("/v1/jobs", json={"controls": [{"type": "depth", "image": image}]})
+    assert response.status_code == 422
+    assert any(message.startswith("controls[0].image: ") and words in message for message in _messages(response))
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"guidance_scale": NaN}', "guidance_scale"),
+        (b'{"steps": 1e400}', "steps"),
+        (b'{"steps": "many"}', "steps"),
+        (b'{"seed": -1}', "seed"),
+        (b'{"num_images": 9}', "num_images"),
+        (b'{"prompt": null}', "prompt"),
+        (b'{"controls": {"type": "depth"}}', "controls"),
+        (b'{"controls": [{"type": "depth", "image": 5}]}', "controls[0].image"),
+        (b'{"controls": [{"type": "depth", "image": "", "weight": -1}]}', "controls[0].weight"),
+        (b'[1, 2]', "body"),
+        (b'"text"', "body"),
+    ],
+)
+def test_odd_values_are_4xx_naming_the_field_never_500(client, raw, field):
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert any(message.startswith(f"{field}: ") for message in _messages(response)), _messages(response)
+
+
+@pytest.fixture(scope="module")
+def busy(tiny_cache):
+    with running_server("--max-queue", "3", "--keep-results", "20", "--result-ttl", "2", cache_dir=tiny_cache) as live:
+        yield live
+
+
+def test_many_concurrent_clients_are_served_or_told_429(busy):
+    clients, results = 16, []
+    start = threading.Barrier(clients)
+
+    def one_client():
+        with httpx.Client(base_url=busy.url, timeout=60) as client:
+            start.wait()
+            response = client.post("/v1/jobs", json={"width": 128, "height": 128, "steps": 20})
+            if response.status_code == 202:
+                results.append(wait_finished(client, response.json()["id"]))
+            else:
+                results.append(response)
+
+    threads = [threading.Thread(target=one_client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    refused = [item for item in results if isinstance(item, httpx.Response)]
+    accepted = [item for item in results if isinstance(item, dict)]
+    assert len(results) == clients
+    assert accepted and all(status["state"] == "done" for status in accepted)
+    assert len(refused) >= clients - 4 - 2  # 3 waiting + 1 running, give or take jobs that finished meanwhile
+    for response in refused:
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) >= 1
+        assert "the queue is full" in response.json()["detail"]
+
+
+def test_finished_jobs_are_bounded_and_old_ids_say_results_expire(busy):
+    ids = []
+    with httpx.Client(base_url=busy.url, timeout=60) as client:
+        most_kept = 0
+        while len(ids) < 300:
+            response = client.post("/v1/jobs", json={"width": 64, "height": 64, "steps": 1})
+            if response.status_code == 429:  # a polite client waits (shorter than Retry-After, to keep the test quick)
+                time.sleep(0.02)
+                continue
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+            if len(ids) % 10:  # to keep the test quick, 9 in 10 are cancelled: they finish too
+                assert client.delete(f"/v1/jobs/{ids[-1]}").status_code in (202, 409)
+            if len(ids) % 25 == 0:
+                most_kept = max(most_kept, client.get("/health").json()["finished_jobs"])
+        last = wait_finished(client, ids[-1])
+        assert last["state"] == "done"
+        assert fetch_image(client, last["images"][0]).size == (64, 64)
+        assert 0 < most_kept <= 20
+        assert client.get("/health").json()["finished_jobs"] <= 20
+        for job_id in ids[:250]:
+            response = client.get(f"/v1/jobs/{job_id}")
+            assert response.status_code == 404
+        assert response.json()["detail"] == (
+            f"no job {job_id}: unknown, or its results expired (finished jobs are kept 2 s, the newest 20)"
+        )
+        # Past --result-ttl even the newest job and its images are gone.
+        time.sleep(2.2)
+        assert client.get(f"/v1/jobs/{ids[-1]}").status_code == 404
+        assert client.get(last["images"][0]).status_code == 404
+        assert client.get("/health").json()["finished_jobs"] == 0
+
+
+class _FailingEngine:
+    """Raises what a GPU raises when memory runs out, then succeeds."""
+
+    def __init__(self):
+        self.errors = [
+            torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)"),
+            ValueError("something else"),
+        ]
+
+    def parameters(self, request):
+        return {"seed": request.seed}
+
+    def generate(self, request, on_step=None, should_cancel=None):
+        if self.errors:
+            raise self.errors.pop(0)
+        return GenerationResult(images=[], parameters={})
+
+
+def test_out_of_memory_fails_the_job_frees_memory_and_goes_on(monkeypatch):
+    freed = []
+    monkeypatch.setattr("sd_blender_server.jobs.free_memory", lambda: freed.append(True))
+    jobs = JobQueue(_FailingEngine())
+    jobs.start()
+    ids = [jobs.submit(JobRequest(steps=1)).id for _ in range(4)]
+    deadline = time.monotonic() + 10
+    while not all(jobs.get(job_id).finished for job_id in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    states = [jobs.status(job_id) for job_id in ids]
+    oom = "out of GPU memory: try a smaller width/height or fewer images"
+    assert [(s["state"], s["error"]) for s in states] == [
+        ("failed", oom), ("failed", oom), ("failed", "ValueError: something else"), ("done", None)
+    ]
+    assert len(freed) == 3
