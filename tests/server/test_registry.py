@@ -391,3 +391,133 @@ def test_a_pickle_model_on_the_command_line_is_never_opened(tmp_path):
         f"sd-blender-server: model '{checkpoint}' is not loaded: pickle file (may run code when loaded): "
         "convert to safetensors"
     )
+
+
+def _tiny_lora(pipeline_dir: Path, target: Path, seed: int) -> None:
+    """A LoRA for the tiny UNet (peft, random non-zero weights) saved as diffusers saves LoRAs."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: a LoRA that changes nothing
+            torch.nn.init.normal_(parameter, std=0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    saved = target.parent / "saved"
+    StableDiffusionPipeline.save_lora_weights(saved, unet_lora_layers=layers, weight_name=target.name)
+    with safe_open(saved / target.name, "pt") as file:
+        metadata = {**(file.metadata() or {}), **TINY_METADATA}
+    save_file(load_file(saved / target.name), str(target), metadata=metadata)
+    shutil.rmtree(saved)
+
+
+def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cache, tmp_path):
+    pytest.importorskip("peft")
+    pipeline_dir = ensure_tiny_model(tiny_cache) / "pipeline"
+    loras = tmp_path / "ComfyUI" / "models" / "loras"
+    loras.mkdir(parents=True)
+    _tiny_lora(pipeline_dir, loras / "tiny_style.safetensors", seed=1)
+    _tiny_lora(pipeline_dir, loras / "tiny_detail.safetensors", seed=2)
+    body = {"prompt": "a cube", "width": 64, "height": 64, "steps": 3, "seed": 11}
+    with running_server("--models-dir", str(tmp_path / "ComfyUI"), cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            listed = {item["name"]: item for item in client.get("/v1/models").json()["loras"]}
+            assert sorted(listed) == ["tiny_detail", "tiny_style"]
+            assert listed["tiny_style"]["family"] == "tiny"
+
+            def pixels(**extra):
+                status = run_job(client, **body, **extra)
+                return status, fetch_image(client, status["images"][0]).tobytes()
+
+            _, plain = pixels()
+            styled_status, styled = pixels(loras=[{"name": "tiny_style", "weight": 1.0}])
+            assert styled_status["parameters"]["loras"] == [{"name": "tiny_style", "weight": 1.0}]
+            assert styled != plain
+            _, half = pixels(loras=[{"name": "tiny_style", "weight": 0.5}])
+            assert half not in (plain, styled)
+            _, both = pixels(loras=[{"name": "tiny_style", "weight": 1.0}, {"name": "tiny_detail", "weight": 0.7}])
+            assert both not in (plain, styled, half)
+            _, zero = pixels(loras=[{"name": "tiny_style", "weight": 0.0}])
+            assert zero == plain
+            _, after = pixels()  # the LoRAs were unloaded after their jobs
+            assert after == plain
+            _, again = pixels(loras=[{"name": "tiny_style", "weight": 1.0}])
+            assert again == styled
+
+
+def _toy_sdxl(tiny_dir: Path, models: Path) -> None:
+    """A toy SDXL (two text encoders, text_time embedding) and an SDXL ControlNet, as diffusers folders."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "pipeline" / "tokenizer")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled text embedding (32)
+        cross_attention_dim=64,  # both text encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    pipeline = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(tiny_dir / "pipeline" / "vae"),
+        text_encoder=CLIPTextModel(text),
+        text_encoder_2=CLIPTextModelWithProjection(text),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+        ),
+    )
+    pipeline.save_pretrained(models / "checkpoints" / "toy-xl", safe_serialization=True)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    controlnet.save_pretrained(models / "controlnet" / "toy_xl_depth", safe_serialization=True)
+
+
+def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
+    _toy_sdxl(ensure_tiny_model(tiny_cache), tmp_path / "models")
+    with running_server("--models-dir", str(tmp_path), cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            models = client.get("/v1/models").json()
+            bases = {item["name"]: item["family"] for item in models["base_models"]}
+            assert bases == {"tiny": "tiny", "toy-xl": "sdxl"}
+            controlnet = next(item for item in models["controlnets"] if item["name"] == "toy_xl_depth")
+            assert (controlnet["family"], controlnet["type"], controlnet["source"]) == ("sdxl", "depth", "folder")
+
+            body = {"model": "toy-xl", "width": 64, "height": 64, "steps": 2, "seed": 5}
+            status = run_job(client, **body)
+            assert fetch_image(client, status["images"][0]).size == (64, 64)
+            depth = {"type": "depth", "model": "toy_xl_depth", "image": png_base64(64, 64)}
+            run_job(client, **body, controls=[depth])
+            run_job(client, **body, controls=[depth], init_image=png_base64(64, 64, (200, 10, 10)), strength=0.5)
+            # The tiny (SD 1.5-shaped) ControlNets are refused with an SDXL model, and the other way round.
+            message = _error(client.post("/v1/jobs", json={**body, "controls": [{**depth, "model": None}]}), "controls[0].type")
+            assert message.endswith("is for tiny but model 'toy-xl' is sdxl")
+            _error(client.post("/v1/jobs", json={"controls": [depth]}), "controls[0].model")
