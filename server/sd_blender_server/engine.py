@@ -205,7 +205,8 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
     try:
         if source.kind == "file":
             return model_class.from_single_file(source.location, local_files_only=True, **options)
-        return model_class.from_pretrained(source.location, **options)
+        # Only safetensors weights: a folder or repository with only pickle (.bin) weights is refused.
+        return model_class.from_pretrained(source.location, use_safetensors=True, **options)
     except Exception as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         if source.kind == "hub":

@@ -521,3 +521,18 @@ def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
             message = _error(client.post("/v1/jobs", json={**body, "controls": [{**depth, "model": None}]}), "controls[0].type")
             assert message.endswith("is for tiny but model 'toy-xl' is sdxl")
             _error(client.post("/v1/jobs", json={"controls": [depth]}), "controls[0].model")
+
+
+def test_a_diffusers_folder_with_only_pickle_weights_is_refused(tiny_cache, tmp_path):
+    from sd_blender_server.engine import GenerationEngine, ModelLoadError
+
+    folder = tmp_path / "models" / "checkpoints" / "pickled"
+    shutil.copytree(ensure_tiny_model(tiny_cache) / "pipeline", folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), weights.with_suffix(".bin"))
+    weights.unlink()
+    engine = GenerationEngine("tiny", {}, device="cpu", cache_dir=tiny_cache, models_dirs=[tmp_path])
+    assert engine.registry.names("base") == ["tiny", "pickled"]
+    with pytest.raises(ModelLoadError, match=r"^cannot load model 'pickled' from .*no file named diffusion_pytorch_model\.safetensors"):
+        engine.load("pickled")
+    assert not engine.loaded
