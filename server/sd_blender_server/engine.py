@@ -248,14 +248,6 @@ def _pipelines_for(family: str | None) -> tuple:
     return _PIPELINES["sdxl" if family == "sdxl" else "sd15"]
 
 
-def peft_available() -> bool:
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class GenerationEngine:
     def __init__(
         self,
@@ -344,8 +336,6 @@ class GenerationEngine:
                         f"ControlNet '{source.name}' is for {source.family} but model '{base.name}' is {base.family}",
                     )
                 )
-        if request.loras and not peft_available():
-            problems.append((("body", "loras"), "LoRAs need the peft package on the server (pip install peft)"))
         for index, lora in enumerate(request.loras):
             entry = self.registry.get("lora", lora.name)
             if entry is None:

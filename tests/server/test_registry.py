@@ -417,7 +417,6 @@ def _tiny_lora(pipeline_dir: Path, target: Path, seed: int) -> None:
 
 
 def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cache, tmp_path):
-    pytest.importorskip("peft")
     pipeline_dir = ensure_tiny_model(tiny_cache) / "pipeline"
     loras = tmp_path / "ComfyUI" / "models" / "loras"
     loras.mkdir(parents=True)
