@@ -40,6 +40,7 @@ from PIL import Image
 
 from . import registry as registry_module
 from . import tiny
+from .images import a1111_model_hash
 from .registry import Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
 
@@ -275,6 +276,7 @@ class GenerationEngine:
                 raise ModelLoadError(str(error)) from error
         self._components: dict | None = None
         self._loaded: ModelSource | None = None
+        self._file_hashes: dict[str, str] = {}
         self._scheduler_config = None
         self._controlnets: dict[str, ControlNetModel] = {}
         self.load_counts = _LoadCounts()
@@ -465,6 +467,12 @@ class GenerationEngine:
             },
         }
 
+    def _model_hash(self, path: str) -> str:
+        """A1111's hash of a single-file checkpoint, read once per file (gigabytes: seconds)."""
+        if path not in self._file_hashes:
+            self._file_hashes[path] = a1111_model_hash(path)
+        return self._file_hashes[path]
+
     def parameters(self, request: JobRequest) -> dict:
         """What a job will run with, as reported to clients and written into the PNGs."""
         if request.seed is None:
@@ -513,6 +521,8 @@ class GenerationEngine:
         self.load(request.model)
         request = with_seed(request)
         parameters = self.parameters(request)
+        if self._loaded.kind == "file":
+            parameters["model_hash"] = self._model_hash(self._loaded.location)
         controlnets = [self.controlnet(self.controlnet_key(control)) for control in request.controls]
         if should_cancel and should_cancel():
             raise JobCancelled()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 
@@ -78,6 +79,16 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
+def a1111_model_hash(path: str) -> str:
+    """AUTOMATIC1111's "Model hash" of a checkpoint file (its AutoV2 hash): the first 10 hex
+    digits of the file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]
+
+
 def a1111_parameters(parameters: dict, seed: int) -> str:
     """The `parameters` text chunk as AUTOMATIC1111 writes it, so other tools can read it."""
     fields = [
@@ -86,6 +97,7 @@ def a1111_parameters(parameters: dict, seed: int) -> str:
         f"CFG scale: {parameters['guidance_scale']}",
         f"Seed: {seed}",
         f"Size: {parameters['width']}x{parameters['height']}",
+        *([f"Model hash: {parameters['model_hash']}"] if "model_hash" in parameters else []),
         f"Model: {parameters['model']}",
     ]
     if "strength" in parameters:

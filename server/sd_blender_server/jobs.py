@@ -296,6 +296,7 @@ class JobQueue:
         else:
             with self._lock:
                 job.images = images
+                job.parameters = result.parameters  # what ran, e.g. with the checkpoint's model hash
                 self._finish(job, "done")
             return
         if failure is not None:

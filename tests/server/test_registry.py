@@ -1,6 +1,7 @@
 """The model registry: A1111 and ComfyUI model folders built from the tiny model, families read
 from safetensors headers, single-file checkpoints in the original (LDM) layout loaded offline,
 pickle files refused and never opened, one base model loaded at a time."""
+import hashlib
 import json
 import os
 import shutil
@@ -274,13 +275,20 @@ def test_models_lists_every_model_with_family_source_and_refused_files(models_cl
     assert "unipc" in models["schedulers"]
 
 
-def test_a_job_picks_its_base_model_and_one_is_loaded_at_a_time(models_client):
+def test_a_job_picks_its_base_model_and_one_is_loaded_at_a_time(models_client, layouts):
     body = {"prompt": "a cube", "width": 64, "height": 64, "steps": 3, "seed": 7}
     default = run_job(models_client, **body)
     loads = models_client.get("/health").json()["load_counts"]["base_model"]
 
     single_file = run_job(models_client, model="tiny-ldm", **body)
     assert single_file["parameters"]["model"] == "tiny-ldm"
+    # A1111's model hash: the first 10 hex digits of the checkpoint's SHA-256.
+    checkpoint = layouts["webui"] / "models" / "Stable-diffusion" / "tiny-ldm.safetensors"
+    model_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert single_file["parameters"]["model_hash"] == model_hash
+    text = fetch_image(models_client, single_file["images"][0]).text["parameters"]
+    assert f"Size: 64x64, Model hash: {model_hash}, Model: tiny-ldm" in text
+    assert "model_hash" not in default["parameters"]  # A1111 hashes single files only
     health = models_client.get("/health").json()
     assert health["model"] == "tiny-ldm" and health["load_counts"]["base_model"] == loads + 1
     loaded = [item["name"] for item in models_client.get("/v1/models").json()["base_models"] if item["loaded"]]
