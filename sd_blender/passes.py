@@ -30,8 +30,10 @@ import numpy as np
 from .core.depth import BACKGROUND_DISTANCE, inverse_depth_image
 from .core.lineart import edge_strength, line_image
 from .core.normal import camera_space_normals, normal_image, normals_from_angles
+from .core.openpose import draw_openpose
 from .core.pass_options import PassOptions
 from .core.segmentation import resolve_class, segmentation_image
+from .pose import scene_people
 
 PASS_KINDS = ("depth", "normal", "openpose", "lineart", "canny", "seg", "color")
 
@@ -370,9 +372,6 @@ def render_pass_buffers(scene, kinds, width, height):
 
 def openpose_image(scene, width, height, options):
     """The OpenPose skeletons of the scene's armatures, drawn like the reference annotator."""
-    from .core.openpose import draw_openpose
-    from .pose import scene_people
-
     return draw_openpose(scene_people(scene, width, height), width, height, options.openpose_stick_scale)
 
 

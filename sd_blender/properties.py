@@ -2,7 +2,8 @@
 import bpy
 
 from .core.lineart import DEFAULT_THRESHOLD
-from .core.request import MAX_SIZE, MIN_SIZE, round_to_multiple_of_8
+from .core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass, round_to_multiple_of_8
+from .core.segmentation import ADE20K_CLASSES
 
 SCHEDULERS = (
     ("unipc", "UniPC", "UniPC multistep"),
@@ -41,8 +42,7 @@ DEPTH_RANGE_MODES = (
 
 
 def _controlnet_names(unit, context, edit_text):
-    from .core.request import control_type_for_pass
-    from .operators import server_models
+    from .operators import server_models  # operators imports this module
 
     return [name for name in server_models.names(control_type_for_pass(unit.kind)) if edit_text.lower() in name.lower()]
 
@@ -136,8 +136,6 @@ def generation_size(scene):
 
 
 def _segmentation_classes(owner, context, edit_text):
-    from .core.segmentation import ADE20K_CLASSES
-
     return [name for name in ADE20K_CLASSES if edit_text.lower() in name]
 
 
