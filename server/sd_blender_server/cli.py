@@ -78,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_controlnet_option,
         default=[],
         metavar="TYPE=ID_OR_PATH",
-        help="ControlNet serving a control type; repeatable; overrides that type's default",
+        help="ControlNet serving a control type; repeatable; overrides that type's default. "
+        "TYPE 'union' names an SDXL ControlNet Union model: it serves every type no other --controlnet names, "
+        "and the SD 1.5 defaults are dropped",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device (default: auto)")
     parser.add_argument(
@@ -135,6 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def controlnets_for(model: str, overrides: list[tuple[str, str]]) -> dict[str, str]:
+    """The ControlNet serving each control type: the defaults (SD 1.5's, or tiny's for the tiny
+    model) with the command line's overrides; a Union model replaces the defaults."""
+    if any(control_type == "union" for control_type, _ in overrides):
+        return dict(overrides)
     defaults = {control_type: "tiny" for control_type in DEFAULT_CONTROLNETS} if model == "tiny" else DEFAULT_CONTROLNETS
     return {**defaults, **dict(overrides)}
 

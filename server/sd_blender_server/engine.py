@@ -6,6 +6,7 @@ else that owns a device. Not thread-safe: one thread calls load() and generate()
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     ControlNetModel,
+    ControlNetUnionModel,
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
@@ -31,6 +33,8 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLControlNetImg2ImgPipeline,
     StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLControlNetUnionImg2ImgPipeline,
+    StableDiffusionXLControlNetUnionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
@@ -41,7 +45,7 @@ from PIL import Image
 from . import registry as registry_module
 from . import tiny
 from .images import a1111_model_hash
-from .registry import Entry, Registry
+from .registry import UNION, Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,11 @@ _SCHEDULER_CLASSES = {
 }
 assert tuple(_SCHEDULER_CLASSES) == SCHEDULERS
 
+# The control mode of each control type in an SDXL ControlNet Union model (xinsir's
+# controlnet-union-sdxl-1.0: 0 openpose, 1 depth, 2 thick lines, 3 thin lines, 4 normal,
+# 5 segmentation, 6 tile and 7 repaint in the ProMax version only).
+UNION_CONTROL_MODES = {"openpose": 0, "depth": 1, "lineart": 3, "canny": 3, "normal": 4, "seg": 5, "tile": 6}
+
 
 class JobCancelled(Exception):
     """Raised from the step callback when the job was cancelled."""
@@ -79,6 +88,7 @@ class ModelSource:
     kind: str  # tiny | hub | folder | file
     location: str  # a path, or the hub id
     family: str | None = None  # sd15 | sd2 | sdxl | tiny | None (unknown)
+    union: bool = False  # an SDXL ControlNet Union model: one ControlNet, several control types
 
 
 @dataclass
@@ -112,7 +122,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 
 
 def resolve_source(name: str, cache_dir: str | None, control_type: str | None = None) -> ModelSource:
-    """Where `name` (hub id, folder, .safetensors file or `tiny`) is loaded from."""
+    """Where `name` (hub id, folder, .safetensors file or `tiny`) is loaded from; a ControlNet
+    served for the type `union` is a ControlNet Union model."""
+    if control_type == UNION:
+        return dataclasses.replace(resolve_source(name, cache_dir), family="sdxl", union=True)
     if name == "tiny":
         model_dir = tiny.tiny_model_dir(cache_dir)
         folder = tiny.controlnet_dir(model_dir, control_type) if control_type else model_dir / "pipeline"
@@ -155,7 +168,7 @@ def _hub_family(repo_id: str) -> str | None:
 
 
 def _source_of(entry: Entry) -> ModelSource:
-    return ModelSource(entry.name, entry.source, entry.location, entry.family)
+    return ModelSource(entry.name, entry.source, entry.location, entry.family, union=entry.control_type == UNION)
 
 
 def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
@@ -219,6 +232,34 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
         raise ModelLoadError(f"cannot load model '{source.name}' from {source.location}: {detail}") from error
 
 
+def _control_arguments(request: JobRequest, controlnets: list, img2img: bool) -> dict:
+    """The pipeline arguments of a job's controls: images, weights, step ranges; a Union
+    ControlNet also takes each control's mode."""
+    images = [_fit(control.image, request.width, request.height) for control in request.controls]
+    weights = [control.weight for control in request.controls]
+    arguments = {
+        "control_guidance_start": [control.start for control in request.controls],
+        "control_guidance_end": [control.end for control in request.controls],
+        "guess_mode": request.guess_mode,
+    }
+    union = controlnets[0] if isinstance(controlnets[0], ControlNetUnionModel) else None
+    if union is not None:
+        modes = [UNION_CONTROL_MODES[control.type] for control in request.controls]
+        for control, mode in zip(request.controls, modes):
+            if mode >= union.config.num_control_type:
+                raise ValueError(
+                    f"this ControlNet Union model has {union.config.num_control_type} control modes, none for "
+                    f"'{control.type}' (mode {mode}: the ProMax version has it)"
+                )
+        return {**arguments, "control_image": images, "control_mode": modes, "controlnet_conditioning_scale": weights}
+    single = len(images) == 1
+    return {
+        **arguments,
+        "control_image" if img2img else "image": images[0] if single else images,
+        "controlnet_conditioning_scale": weights[0] if single else weights,
+    }
+
+
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     """Control and init images are stretched to the output size when theirs differs."""
     if image.size == (width, height):
@@ -226,6 +267,7 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
+_UNION_PIPELINES = (StableDiffusionXLControlNetUnionPipeline, StableDiffusionXLControlNetUnionImg2ImgPipeline)
 _PIPELINES = {
     # family: (txt2img, img2img, controlnet, controlnet img2img)
     "sdxl": (
@@ -283,7 +325,11 @@ class GenerationEngine:
 
     @property
     def control_types(self) -> list[str]:
-        return sorted(self.controlnet_sources)
+        """The control types served without naming a ControlNet."""
+        served = set(self.controlnet_sources) - {UNION}
+        if UNION in self.controlnet_sources:
+            served |= set(UNION_CONTROL_MODES)
+        return sorted(served)
 
     def _controlnet_source(self, key: str) -> ModelSource:
         if key.startswith(_REGISTRY_KEY):
@@ -295,9 +341,11 @@ class GenerationEngine:
         preferring the control's own type when the name serves several, else one from a models
         folder), else the one serving `control.type`. Raises ValueError naming what is served."""
         if control.model is None:
-            if control.type not in self.controlnet_sources:
-                raise ValueError(f"no ControlNet for '{control.type}'; this server serves {', '.join(self.control_types)}")
-            return control.type
+            if control.type != UNION and control.type in self.controlnet_sources:
+                return control.type
+            if UNION in self.controlnet_sources and control.type in UNION_CONTROL_MODES:
+                return UNION
+            raise ValueError(f"no ControlNet for '{control.type}'; this server serves {', '.join(self.control_types)}")
         serving = [key for key, source in sorted(self.controlnet_sources.items()) if source.name == control.model]
         if not serving:
             if self.registry.get("controlnet", control.model) is not None:
@@ -318,38 +366,51 @@ class GenerationEngine:
 
     def check(self, request: JobRequest) -> list[tuple[tuple, str]]:
         """What the server cannot run in a request, as (location, message) pairs; [] when it can."""
-        problems: list[tuple[tuple, str]] = []
         try:
-            base = self.base_source(request.model)
+            base, problems = self.base_source(request.model), []
         except ValueError as error:
-            problems.append((("body", "model"), str(error)))
-            base = None
+            base, problems = None, [(("body", "model"), str(error))]
+        return problems + self._control_problems(request, base) + self._lora_problems(request, base)
+
+    def _control_problems(self, request: JobRequest, base: ModelSource | None) -> list[tuple[tuple, str]]:
+        problems = []
+        union_names, other_controlnets = set(), 0
         for index, control in enumerate(request.controls):
-            field_name = "type" if control.model is None else "model"
+            location = ("body", "controls", index, "type" if control.model is None else "model")
             try:
                 source = self._controlnet_source(self.controlnet_key(control))
             except ValueError as error:
-                problems.append((("body", "controls", index, field_name), str(error)))
+                problems.append((location, str(error)))
                 continue
             if base is not None and base.family and source.family and base.family != source.family:
-                problems.append(
-                    (
-                        ("body", "controls", index, field_name),
-                        f"ControlNet '{source.name}' is for {source.family} but model '{base.name}' is {base.family}",
-                    )
-                )
+                message = f"ControlNet '{source.name}' is for {source.family} but model '{base.name}' is {base.family}"
+                problems.append((location, message))
+            if not source.union:
+                other_controlnets += 1
+                continue
+            union_names.add(source.name)
+            if control.type not in UNION_CONTROL_MODES:
+                message = f"ControlNet Union '{source.name}' has no mode for '{control.type}'; it takes "
+                problems.append((("body", "controls", index, "type"), message + ", ".join(UNION_CONTROL_MODES)))
+        if len(union_names) > 1 or (union_names and other_controlnets):
+            message = (
+                "a ControlNet Union model runs alone: use one Union model for every control of a job, or none "
+                f"(this job uses {', '.join(sorted(union_names))} with others)"
+            )
+            problems.append((("body", "controls"), message))
+        return problems
+
+    def _lora_problems(self, request: JobRequest, base: ModelSource | None) -> list[tuple[tuple, str]]:
+        problems = []
         for index, lora in enumerate(request.loras):
+            location = ("body", "loras", index, "name")
             entry = self.registry.get("lora", lora.name)
             if entry is None:
                 names = ", ".join(self.registry.names("lora")) or "none"
-                problems.append((("body", "loras", index, "name"), f"no LoRA named '{lora.name}'; this server has {names}"))
+                problems.append((location, f"no LoRA named '{lora.name}'; this server has {names}"))
             elif base is not None and base.family and entry.family and base.family != entry.family:
-                problems.append(
-                    (
-                        ("body", "loras", index, "name"),
-                        f"LoRA '{entry.name}' is for {entry.family} but model '{base.name}' is {base.family}",
-                    )
-                )
+                message = f"LoRA '{entry.name}' is for {entry.family} but model '{base.name}' is {base.family}"
+                problems.append((location, message))
         return problems
 
     @property
@@ -393,7 +454,7 @@ class GenerationEngine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def controlnet(self, key: str) -> ControlNetModel:
+    def controlnet(self, key: str) -> ControlNetModel | ControlNetUnionModel:
         """The ControlNet for a key (a served control type, or one from a models folder), loaded on
         first use and kept."""
         if key in self._controlnets:
@@ -409,7 +470,8 @@ class GenerationEngine:
                 if source.family == "tiny"
                 else str(Path(folder) / "controlnet")
             )
-        model = _load(ControlNetModel, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
+        model_class = ControlNetUnionModel if source.union else ControlNetModel
+        model = _load(model_class, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
         self._controlnets[key] = model
         counts = self.load_counts.controlnets
         counts[key] = counts.get(key, 0) + 1
@@ -436,6 +498,7 @@ class GenerationEngine:
             {
                 "name": source.name,
                 "type": control_type,
+                **({"types": list(UNION_CONTROL_MODES)} if source.union else {}),
                 "kind": "controlnet",
                 "family": source.family,
                 "source": source.kind,
@@ -445,7 +508,12 @@ class GenerationEngine:
             for control_type, source in sorted(self.controlnet_sources.items())
         ]
         controlnets += [
-            {**entry.describe(), "type": entry.control_type, "loaded": _REGISTRY_KEY + entry.name in self._controlnets}
+            {
+                **entry.describe(),
+                "type": entry.control_type,
+                **({"types": list(UNION_CONTROL_MODES)} if entry.control_type == UNION else {}),
+                "loaded": _REGISTRY_KEY + entry.name in self._controlnets,
+            }
             for entry in self.registry.of_kind("controlnet")
         ]
         return {
@@ -551,14 +619,9 @@ class GenerationEngine:
         else:
             arguments.update(width=width, height=height)
         if request.controls:
-            control_images = [_fit(control.image, width, height) for control in request.controls]
-            single = len(request.controls) == 1
-            arguments["control_image" if img2img else "image"] = control_images[0] if single else control_images
-            weights = [control.weight for control in request.controls]
-            arguments["controlnet_conditioning_scale"] = weights[0] if single else weights
-            arguments["control_guidance_start"] = [control.start for control in request.controls]
-            arguments["control_guidance_end"] = [control.end for control in request.controls]
-            arguments["guess_mode"] = request.guess_mode
+            arguments.update(_control_arguments(request, controlnets, img2img))
+            if isinstance(controlnets[0], ControlNetUnionModel):
+                controlnets = controlnets[:1]  # one Union model runs every control (check() ensures it)
 
         pipeline = self._pipeline(controlnets, img2img, request.scheduler)
         self._apply_loras(pipeline, request)
@@ -589,7 +652,7 @@ class GenerationEngine:
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise ModelLoadError(f"cannot apply LoRA '{current}': {detail}") from error
 
-    def _pipeline(self, controlnets: list[ControlNetModel], img2img: bool, scheduler: str):
+    def _pipeline(self, controlnets: list, img2img: bool, scheduler: str):
         """A pipeline around the shared, already loaded components: nothing is loaded here."""
         scheduler_class, overrides = _SCHEDULER_CLASSES[scheduler]
         components = {**self._components, "scheduler": scheduler_class.from_config(self._scheduler_config, **overrides)}
@@ -597,6 +660,8 @@ class GenerationEngine:
         if txt2img_class is StableDiffusionPipeline:
             components["requires_safety_checker"] = False
         if controlnets:
+            if isinstance(controlnets[0], ControlNetUnionModel):
+                control_class, control_img2img_class = _UNION_PIPELINES
             pipeline_class = control_img2img_class if img2img else control_class
             components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
         else:

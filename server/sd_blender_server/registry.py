@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 PICKLE_REASON = "pickle file (may run code when loaded): convert to safetensors"
 CONFIGS_DIR = Path(__file__).parent / "configs"
+# The control type of an SDXL ControlNet Union model: one ControlNet serving several types.
+UNION = "union"
+_UNION_KEYS = ("task_embedding", "control_type_proj.", "control_add_embedding.")
+UNION_FILE_REASON = (
+    "a ControlNet Union model needs its config.json: put the file in a folder of its own as "
+    "diffusion_pytorch_model.safetensors next to the model's config.json (config_promax.json for ProMax)"
+)
 
 # Sub-folders of a models folder, by kind: A1111 (webui/models/...) and ComfyUI (ComfyUI/models/...).
 LAYOUT = {
@@ -161,6 +168,8 @@ def folder_kind_family(folder: Path) -> tuple[str | None, str | None]:
             return "base", None
         if (folder / "config.json").is_file():
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if config.get("_class_name") == "ControlNetUnionModel":
+                return "controlnet", "sdxl"
             if config.get("_class_name") == "ControlNetModel":
                 if config.get("addition_embed_type") == "text_time":
                     return "controlnet", "sdxl"
@@ -168,6 +177,19 @@ def folder_kind_family(folder: Path) -> tuple[str | None, str | None]:
     except (OSError, ValueError) as error:
         log.warning("cannot read the configuration of %s: %s", folder, error)
     return None, None
+
+
+def is_union_header(header: dict) -> bool:
+    """Whether a ControlNet's safetensors header is that of a ControlNet Union model."""
+    return any(key.startswith(_UNION_KEYS) for key in header)
+
+
+def is_union_folder(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("_class_name") == "ControlNetUnionModel"
 
 
 def guess_control_type(name: str) -> str | None:
@@ -245,7 +267,8 @@ class Registry:
                 found_kind, family = folder_kind_family(path)
                 if found_kind is not None:
                     if found_kind == kind:
-                        self.add(Entry(path.name, kind, "folder", str(path), family, self._control_type(kind, path.name)))
+                        control_type = UNION if is_union_folder(path) else self._control_type(kind, path.name)
+                        self.add(Entry(path.name, kind, "folder", str(path), family, control_type))
                 elif depth < _MAX_DEPTH:
                     self._scan_folder(kind, path, depth + 1)
                 continue
@@ -258,9 +281,13 @@ class Registry:
 
     def _add_file(self, kind: str, path: Path) -> None:
         try:
-            found_kind, family = classify_safetensors(read_safetensors_header(path))
+            header = read_safetensors_header(path)
         except (OSError, ValueError) as error:
             self.add(Entry(path.stem, "refused", "file", str(path), reason=f"unreadable: {error}", extra={"kind": kind}))
+            return
+        found_kind, family = classify_safetensors(header)
+        if found_kind == "controlnet" and is_union_header(header):
+            self.add(Entry(path.stem, "refused", "file", str(path), reason=UNION_FILE_REASON, extra={"kind": found_kind}))
             return
         if found_kind is None:
             # A diffusers-format single file (e.g. a ControlNet's diffusion_pytorch_model.safetensors renamed).
