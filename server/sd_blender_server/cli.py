@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("auto", "float16", "bfloat16", "float32"),
         help="auto: float16 on cuda, float32 otherwise",
     )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network: hub models must already be in the Hugging Face cache (sets HF_HUB_OFFLINE=1)",
+    )
     parser.add_argument("--cache-dir", help="where the tiny model is built (default: $XDG_CACHE_HOME/sd_blender)")
     parser.add_argument(
         "--models-dir",
@@ -155,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is imported, below
     if args.log_level != "debug":
         # transformers warns at import about optional image backends the server never uses.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     import diffusers
     import uvicorn
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     images.set_max_input_pixels(4 * args.max_pixels)
 
     if args.log_level != "debug":
+        # Loading and step bars; the hub's download bars (huggingface_hub's own) stay on the console.
         diffusers.utils.logging.disable_progress_bar()
         diffusers.utils.logging.set_verbosity_error()
     try:

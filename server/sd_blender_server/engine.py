@@ -39,7 +39,8 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
-from huggingface_hub.constants import HF_HUB_CACHE
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 
 from . import registry as registry_module
@@ -149,17 +150,24 @@ def _file_family(path: Path) -> str | None:
         return None
 
 
-def _hub_family(repo_id: str) -> str | None:
-    """The family of a hub model from the configs in the Hugging Face cache; never the network."""
+def _cached_hub_folder(repo_id: str) -> Path | None:
+    """The cached snapshot of a hub model (its model_index.json or config.json is there); never
+    the network."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         for filename in ("model_index.json", "config.json"):
             cached = try_to_load_from_cache(repo_id, filename)
             if isinstance(cached, str):
-                return registry_module.folder_kind_family(Path(cached).parent)[1]
+                return Path(cached).parent
     except Exception:  # an odd cache is no reason to refuse a model
-        log.debug("no family for %s from the cache", repo_id, exc_info=True)
+        log.debug("cannot look %s up in the cache", repo_id, exc_info=True)
+    return None
+
+
+def _hub_family(repo_id: str) -> str | None:
+    """The family of a hub model from its cached configs, else from its name."""
+    cached = _cached_hub_folder(repo_id)
+    if cached is not None:
+        return registry_module.folder_kind_family(cached)[1]
     if "xl" in repo_id.lower():
         return "sdxl"
     if "sd15" in repo_id.lower() or "stable-diffusion-v1" in repo_id.lower():
@@ -216,6 +224,8 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
         raise ModelLoadError(f"model '{source.name}' not found: no such file or folder {source.location}")
     if source.kind == "file" and not source.location.lower().endswith(".safetensors"):
         raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
+    if source.kind == "hub" and not hub_constants.HF_HUB_OFFLINE and _cached_hub_folder(source.location) is None:
+        log.info("downloading %s from the Hugging Face hub into %s", source.location, hub_constants.HF_HUB_CACHE)
     try:
         if source.kind == "file":
             return model_class.from_single_file(source.location, local_files_only=True, **options)
@@ -225,9 +235,10 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         if source.kind == "hub":
             log.debug("loading %s from the hub failed", source.name, exc_info=True)
+            why = "the server is offline (--offline)" if hub_constants.HF_HUB_OFFLINE else "it could not be downloaded"
             raise ModelLoadError(
                 f"model '{source.name}' is not available offline: it is not in the Hugging Face cache "
-                f"({HF_HUB_CACHE}) and could not be downloaded (details: --log-level debug)"
+                f"({hub_constants.HF_HUB_CACHE}) and {why} (details: --log-level debug)"
             ) from error
         raise ModelLoadError(f"cannot load model '{source.name}' from {source.location}: {detail}") from error
 
