@@ -29,6 +29,17 @@ def enabled_units(settings):
     return units
 
 
+def enabled_loras(settings):
+    """(name, weight) of the LoRAs switched on in the panel; a row with no name yet is left out."""
+    return tuple((lora.name.strip(), lora.weight) for lora in settings.loras if lora.enabled and lora.name.strip())
+
+
+def family_problem(settings, models):
+    """What to fix when an enabled LoRA is for another family than the base model, as the model
+    list fetched from the server knows them (models: a core.model_list.ModelList); else None."""
+    return models.lora_family_problem(settings.base_model.strip(), [name for name, _ in enabled_loras(settings)])
+
+
 def pass_options(scene, width, height):
     settings = scene.sd_blender
     return PassOptions(
@@ -67,6 +78,8 @@ def prepare_request(scene):
         guess_mode=settings.guess_mode,
         init_png=encode_png(images["color"]) if settings.use_color_init else None,
         strength=settings.init_strength,
+        model=settings.base_model.strip() or None,
+        loras=enabled_loras(settings),
     ))
 
 

@@ -14,7 +14,7 @@ from .properties import APPLY_TARGETS, PASS_ITEMS, generation_size
 
 POLL_INTERVAL = 0.2
 
-server_models = ModelList()  # the server's ControlNets, for the units' model field
+server_models = ModelList()  # the server's models, for the search lists of the model, LoRA and ControlNet fields
 
 
 @dataclass
@@ -99,6 +99,10 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
         global _generation
         scene = context.scene
         url, token = server_settings(context)
+        problem = generation.family_problem(scene.sd_blender, server_models)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
         try:
             job = generation.start_job(scene, ServerClient(url, token))
         except (PassError, ValueError) as error:
@@ -208,11 +212,41 @@ class SDBLENDER_OT_remove_control_unit(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SDBLENDER_OT_add_lora(bpy.types.Operator):
+    """Add a LoRA to the generation"""
+
+    bl_idname = "sd_blender.add_lora"
+    bl_label = "Add LoRA"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        context.scene.sd_blender.loras.add()
+        return {"FINISHED"}
+
+
+class SDBLENDER_OT_remove_lora(bpy.types.Operator):
+    """Remove a LoRA from the generation"""
+
+    bl_idname = "sd_blender.remove_lora"
+    bl_label = "Remove LoRA"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty(min=0)
+
+    def execute(self, context):
+        loras = context.scene.sd_blender.loras
+        if self.index >= len(loras):
+            self.report({"ERROR"}, f"there is no LoRA {self.index} to remove")
+            return {"CANCELLED"}
+        loras.remove(self.index)
+        return {"FINISHED"}
+
+
 class SDBLENDER_OT_refresh_models(bpy.types.Operator):
-    """Ask the server which ControlNets it has (in the background: Blender does not wait)"""
+    """Ask the server which base models, LoRAs and ControlNets it has (in the background: Blender does not wait)"""
 
     bl_idname = "sd_blender.refresh_models"
-    bl_label = "Refresh ControlNets"
+    bl_label = "Refresh Models"
 
     def execute(self, context):
         server_models.refresh(ServerClient(*server_settings(context)))
@@ -295,6 +329,8 @@ CLASSES = (
     SDBLENDER_OT_apply_result,
     SDBLENDER_OT_add_control_unit,
     SDBLENDER_OT_remove_control_unit,
+    SDBLENDER_OT_add_lora,
+    SDBLENDER_OT_remove_lora,
     SDBLENDER_OT_refresh_models,
     SDBLENDER_OT_measure_shot_depth,
 )

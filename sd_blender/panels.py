@@ -1,7 +1,7 @@
 """The sidebar tab "SD" in the 3D Viewport."""
 import bpy
 
-from . import depth_range, operators, pose
+from . import depth_range, generation, operators, pose
 from .properties import generation_size
 
 
@@ -17,11 +17,30 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
         settings = context.scene.sd_blender
         layout.prop(settings, "prompt", text="")
         layout.prop(settings, "negative_prompt", text="", icon="REMOVE")
+        self._draw_model(layout, settings)
         self._draw_sampling(layout, settings)
         self._draw_size(layout, context.scene, settings)
         self._draw_controls(layout, settings)
         layout.prop(settings, "apply_to")
         self._draw_progress(layout)
+
+    @staticmethod
+    def _draw_model(layout, settings):
+        column = layout.column(align=True)
+        row = column.row(align=True)
+        row.prop(settings, "base_model")
+        row.operator("sd_blender.refresh_models", text="", icon="FILE_REFRESH")
+        column.label(text=operators.server_models.status)
+        for index, lora in enumerate(settings.loras):
+            row = column.row(align=True)
+            row.prop(lora, "enabled", text="")
+            row.prop(lora, "name", text="")
+            row.prop(lora, "weight", text="")
+            row.operator("sd_blender.remove_lora", text="", icon="X").index = index
+        column.operator("sd_blender.add_lora", icon="ADD")
+        problem = generation.family_problem(settings, operators.server_models)
+        if problem:
+            column.label(text=problem, icon="ERROR")
 
     @staticmethod
     def _draw_sampling(layout, settings):
@@ -91,7 +110,6 @@ def _draw_unit(layout, unit):
     row = column.row(align=True)
     row.prop(unit, "model", text="", icon="NODE")
     row.operator("sd_blender.refresh_models", text="", icon="FILE_REFRESH")
-    column.label(text=operators.server_models.status)
     row = column.row(align=True)
     row.prop(unit, "weight")
     row.prop(unit, "start")

@@ -41,10 +41,28 @@ DEPTH_RANGE_MODES = (
 )
 
 
-def _controlnet_names(unit, context, edit_text):
+def _server_models():
     from .operators import server_models  # operators imports this module
 
-    return [name for name in server_models.names(control_type_for_pass(unit.kind)) if edit_text.lower() in name.lower()]
+    return server_models
+
+
+def _controlnet_names(unit, context, edit_text):
+    names = _server_models().names(control_type_for_pass(unit.kind))
+    return [name for name in names if edit_text.lower() in name.lower()]
+
+
+def _with_families(named_families, edit_text):
+    """Search candidates: (name, family shown beside it) for the names containing edit_text."""
+    return [(name, family or "family unknown") for name, family in named_families if edit_text.lower() in name.lower()]
+
+
+def _base_model_names(settings, context, edit_text):
+    return _with_families(_server_models().base_models(), edit_text)
+
+
+def _lora_names(lora, context, edit_text):
+    return _with_families(_server_models().loras(), edit_text)
 
 
 class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
@@ -62,9 +80,27 @@ class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
     end: bpy.props.FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
 
 
+class SDBLENDER_PG_lora(bpy.types.PropertyGroup):
+    """One LoRA applied to the generation, and how strongly."""
+
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True)
+    name: bpy.props.StringProperty(
+        name="LoRA",
+        description="A LoRA of the server (Refresh lists them with their family, which must be the model's)",
+        search=_lora_names,
+    )
+    weight: bpy.props.FloatProperty(name="Weight", min=-2.0, max=2.0, default=1.0)
+
+
 class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     prompt: bpy.props.StringProperty(name="Prompt", description="What to generate")
     negative_prompt: bpy.props.StringProperty(name="Negative prompt", description="What to avoid")
+    base_model: bpy.props.StringProperty(
+        name="Model",
+        description="A base model of the server (Refresh lists them with their family); empty: the server's default",
+        search=_base_model_names,
+    )
+    loras: bpy.props.CollectionProperty(type=SDBLENDER_PG_lora)
     use_random_seed: bpy.props.BoolProperty(
         name="Random seed", default=True, description="Let the server pick a seed (reported with the result)"
     )
@@ -147,7 +183,7 @@ def _segmentation_class_property(owner_name):
     )
 
 
-CLASSES = (SDBLENDER_PG_control_unit, SDBLENDER_PG_settings)
+CLASSES = (SDBLENDER_PG_control_unit, SDBLENDER_PG_lora, SDBLENDER_PG_settings)
 
 
 def register_properties():

@@ -48,6 +48,8 @@ class GenerationSettings:
     guess_mode: bool = False
     init_png: bytes | None = None  # img2img source image
     strength: float = 0.75
+    model: str | None = None  # a base model name from /v1/models; None or "": the server's default
+    loras: tuple[tuple[str, float], ...] = ()  # (LoRA name from /v1/models, weight)
 
 
 def _base64(data):
@@ -88,4 +90,8 @@ def build_job_request(settings):
     }
     if settings.init_png is not None:
         body.update(init_image=_base64(settings.init_png), strength=settings.strength)
+    if settings.model:
+        body["model"] = settings.model
+    if settings.loras:
+        body["loras"] = [{"name": name, "weight": weight} for name, weight in settings.loras]
     return body

@@ -1,6 +1,7 @@
 import base64
 
 import pytest
+from sd_blender_server.schemas import JobRequest
 
 from sd_blender.core.request import (
     ControlImage,
@@ -59,3 +60,22 @@ def test_a_named_controlnet_guess_mode_and_img2img_are_sent():
 def test_the_color_pass_conditions_the_tile_controlnet():
     assert control_type_for_pass("color") == "tile"
     assert control_type_for_pass("depth") == "depth"
+
+
+def test_a_chosen_base_model_and_loras_are_sent_and_validate_against_the_request_schema():
+    body = build_job_request(GenerationSettings(
+        prompt="x", model="tiny-ldm", loras=(("tiny_style", 1.0), ("tiny_detail", -0.5)),
+    ))
+    assert body["model"] == "tiny-ldm"
+    assert body["loras"] == [{"name": "tiny_style", "weight": 1.0}, {"name": "tiny_detail", "weight": -0.5}]
+    request = JobRequest.model_validate(body)
+    assert request.model == "tiny-ldm"
+    assert [(lora.name, lora.weight) for lora in request.loras] == [("tiny_style", 1.0), ("tiny_detail", -0.5)]
+
+
+@pytest.mark.parametrize("model", [None, ""])
+def test_the_servers_default_model_and_no_loras_send_neither_field(model):
+    body = build_job_request(GenerationSettings(prompt="x", model=model))
+    assert "model" not in body and "loras" not in body
+    request = JobRequest.model_validate(body)
+    assert request.model is None and request.loras == []
