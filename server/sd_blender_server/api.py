@@ -12,11 +12,30 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import __version__
 from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
-from .schemas import SCHEDULERS, JobCreated, JobRequest, JobStatus
+from .schemas import SCHEDULERS, ErrorDetail, JobCreated, JobRequest, JobStatus
 
 _KEEPALIVE_SECONDS = 15.0
 _POLL_SECONDS = 0.05
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _error_response(description: str, headers: dict | None = None) -> dict:
+    response = {"model": ErrorDetail, "description": description}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+# Error answers declared in the OpenAPI schema (422 is declared by FastAPI itself).
+_UNAUTHORIZED = {401: _error_response("missing or wrong bearer token (only when the server has a token)")}
+_UNKNOWN_JOB = {404: _error_response("no such job, or its results expired (--keep-results, --result-ttl)")}
+_SUBMIT_ERRORS = {
+    413: _error_response("request body larger than --max-body-mb"),
+    429: _error_response(
+        "the queue is full (--max-queue); retry later",
+        {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
+    ),
+}
 
 
 def field_path(loc: tuple | list) -> str:
@@ -125,7 +144,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     app.add_exception_handler(JobFinished, _job_finished)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))], responses=_UNAUTHORIZED)
 
     @app.get("/health")
     def health() -> dict:
@@ -155,7 +174,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
             "schedulers": list(SCHEDULERS),
         }
 
-    @router.post("/jobs", status_code=202, response_model=JobCreated)
+    @router.post("/jobs", status_code=202, response_model=JobCreated, responses=_SUBMIT_ERRORS)
     def submit(body: JobRequest, response: Response) -> JobCreated:
         # Model, LoRA and ControlNet names resolve only to registry entries; families must match.
         unserved = [{"loc": loc, "msg": message, "type": "value_error"} for loc, message in engine.check(body)]
@@ -165,16 +184,23 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return JobCreated(id=job.id)
 
-    @router.get("/jobs/{job_id}", response_model=JobStatus)
+    @router.get("/jobs/{job_id}", response_model=JobStatus, responses=_UNKNOWN_JOB)
     def status(job_id: str) -> dict:
         return jobs.status(job_id)
 
-    @router.delete("/jobs/{job_id}", status_code=202, response_model=JobStatus)
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=202,
+        response_model=JobStatus,
+        responses={**_UNKNOWN_JOB, 409: _error_response("the job has already finished")},
+    )
     def cancel(job_id: str) -> dict:
         return jobs.cancel(job_id)
 
     @router.get(
-        "/jobs/{job_id}/images/{index}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+        "/jobs/{job_id}/images/{index}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **_UNKNOWN_JOB},
     )
     def image(job_id: str, index: int) -> Response:
         job = jobs.get(job_id)
@@ -183,7 +209,9 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
         return Response(job.images[index], media_type="image/png")
 
     @router.get(
-        "/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}}
+        "/jobs/{job_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **_UNKNOWN_JOB},
     )
     async def events(job_id: str) -> StreamingResponse:
         job = jobs.get(job_id)

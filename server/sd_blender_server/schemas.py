@@ -100,6 +100,10 @@ class JobCreated(BaseModel):
     id: str
 
 
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="what went wrong and what to do, in one line")
+
+
 class Progress(BaseModel):
     step: int
     total: int

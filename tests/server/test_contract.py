@@ -38,3 +38,16 @@ def test_the_addon_accepts_the_server_answer_for_a_submitted_request(client):
     body = build_job_request(GenerationSettings(prompt="p", width=64, height=64, steps=1))
     created = client.post("/v1/jobs", json=body)
     assert created.status_code == 202 and set(created.json()) == {"id"}
+
+
+def test_the_schema_declares_the_errors_clients_meet(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    declared = {(method, path): set(operation["responses"]) for path, item in paths.items() for method, operation in item.items()}
+    assert {"401", "413", "422", "429"} <= declared["post", "/v1/jobs"]
+    assert {"401", "404", "409"} <= declared["delete", "/v1/jobs/{job_id}"]
+    for route in (("get", "/v1/jobs/{job_id}"), ("get", "/v1/jobs/{job_id}/images/{index}.png"), ("get", "/v1/models")):
+        assert "401" in declared[route]
+    assert "Retry-After" in paths["/v1/jobs"]["post"]["responses"]["429"]["headers"]
+    # A declared error answers in the declared shape: {"detail": "<one line>"}.
+    unknown = client.get("/v1/jobs/no-such-job")
+    assert unknown.status_code == 404 and list(unknown.json()) == ["detail"] and isinstance(unknown.json()["detail"], str)
