@@ -183,6 +183,12 @@ def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
     """The diffusers configuration folder passed to from_single_file, so nothing is fetched."""
     if not source.location.lower().endswith(".safetensors"):
         raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
+    try:
+        reason = registry_module.unsupported_reason(registry_module.read_safetensors_header(source.location))
+    except (OSError, ValueError):
+        reason = None  # a missing or broken file is reported by _load
+    if reason is not None:
+        raise ModelLoadError(f"model '{source.name}' is not loaded: {reason}")
     if source.family == "tiny":
         return str(tiny.ensure_tiny_model(cache_dir) / "pipeline")
     folder = registry_module.config_folder(source.family)

@@ -105,11 +105,25 @@ def _context_family(header: dict, pattern: re.Pattern) -> str | None:
 
 
 _ATTN2_TO_K = re.compile(r"attn2[._]to_k[._]weight$")
+# lllyasviel's ControlNet layout (control_model.*, or the same keys without the prefix, as some
+# fp16 conversions save them) and diffusers' ControlNetModel.
+_CONTROLNET_PREFIXES = (
+    "control_model.",
+    "input_hint_block.",
+    "zero_convs.",
+    "controlnet_cond_embedding.",
+    "controlnet_down_blocks.",
+)
 _LORA_ATTN2_TO_K_DOWN = re.compile(r"attn2[._]to_k.*(lora_down|lora_A|lora\.down)[._]weight$")
 
 
+# kohya-ss training metadata (LoRAs): ss_base_model_version is sd_v1, sd_v2, sd_v2_768_v, sdxl_base_v1-0, ...
+_KOHYA_VERSIONS = (("sdxl", "sdxl"), ("sd_v2", "sd2"), ("sd_v1", "sd15"))
+
+
 def _metadata_family(header: dict) -> str | None:
-    architecture = str((header.get("__metadata__") or {}).get("modelspec.architecture", ""))
+    metadata = header.get("__metadata__") or {}
+    architecture = str(metadata.get("modelspec.architecture", ""))
     if architecture == "sd_blender-tiny":
         return "tiny"
     if architecture.startswith("stable-diffusion-xl"):
@@ -118,6 +132,12 @@ def _metadata_family(header: dict) -> str | None:
         return "sd2"
     if architecture.startswith("stable-diffusion-v1"):
         return "sd15"
+    version = str(metadata.get("ss_base_model_version", ""))
+    for prefix, family in _KOHYA_VERSIONS:
+        if version.startswith(prefix):
+            return family
+    if str(metadata.get("ss_v2", "")).lower() == "true":
+        return "sd2"
     return None
 
 
@@ -132,9 +152,9 @@ def classify_safetensors(header: dict) -> tuple[str | None, str | None]:
             else:
                 family = _context_family(header, _LORA_ATTN2_TO_K_DOWN)
         return "lora", family
-    if any(key.startswith(("control_model.", "controlnet_cond_embedding.", "controlnet_down_blocks.")) for key in keys):
+    if any(key.startswith(_CONTROLNET_PREFIXES) for key in keys):
         if family is None:
-            if any(key.startswith(("control_model.label_emb", "add_embedding.")) for key in keys):
+            if any(key.startswith(("control_model.label_emb", "label_emb.", "add_embedding.")) for key in keys):
                 family = "sdxl"
             else:
                 family = _context_family(header, _ATTN2_TO_K)
@@ -151,6 +171,34 @@ def classify_safetensors(header: dict) -> tuple[str | None, str | None]:
                 family = _context_family(header, _ATTN2_TO_K)
         return "base", family
     return None, family
+
+
+def unsupported_reason(header: dict) -> str | None:
+    """Why the model in a safetensors file cannot run on this server, from its header (None: it can).
+    These formats would fail when loaded, or give wrong images; they are refused with this reason."""
+    keys = [key for key in header if key != "__metadata__"]
+    if any(".hada_w1_" in key or ".lokr_w1" in key for key in keys):
+        return "a LyCORIS LoHa/LoKr network: not supported (LoRA and LoCon files are)"
+    if "lora_controlnet" in header:
+        return "a Control-LoRA: not supported (ControlNets in the original or diffusers layout are)"
+    if any("lllite" in key for key in keys):
+        return "a ControlNet-LLLite: not supported (ControlNets in the original or diffusers layout are)"
+    if any(key.startswith(("control_model.label_emb.", "label_emb.")) for key in keys) and any(
+        key.startswith(("control_model.", "input_hint_block.")) for key in keys
+    ):
+        # diffusers' reader of this layout drops SDXL's label_emb (add_embedding): it cannot load.
+        return "an SDXL ControlNet in the original layout: not supported (SDXL ControlNets in the diffusers layout are)"
+    conv_in = header.get("model.diffusion_model.input_blocks.0.0.weight")
+    if isinstance(conv_in, dict) and len(conv_in.get("shape", ())) == 4 and conv_in["shape"][1] != 4:
+        return (
+            f"a UNet with {conv_in['shape'][1]} input channels (an inpainting or instruct-pix2pix model): "
+            "not supported (this server runs 4-channel txt2img/img2img models)"
+        )
+    if any(key.startswith("conditioner.embedders.0.model.") for key in keys) and not any(
+        key.startswith("conditioner.embedders.1.") for key in keys
+    ):
+        return "an SDXL refiner: not supported (SDXL base models are)"
+    return None
 
 
 def folder_kind_family(folder: Path) -> tuple[str | None, str | None]:
@@ -286,6 +334,10 @@ class Registry:
             self.add(Entry(path.stem, "refused", "file", str(path), reason=f"unreadable: {error}", extra={"kind": kind}))
             return
         found_kind, family = classify_safetensors(header)
+        reason = unsupported_reason(header)
+        if reason is not None:
+            self.add(Entry(path.stem, "refused", "file", str(path), reason=reason, extra={"kind": kind}))
+            return
         if found_kind == "controlnet" and is_union_header(header):
             self.add(Entry(path.stem, "refused", "file", str(path), reason=UNION_FILE_REASON, extra={"kind": found_kind}))
             return
