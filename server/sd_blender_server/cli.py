@@ -150,6 +150,24 @@ def controlnets_for(model: str, overrides: list[tuple[str, str]]) -> dict[str, s
     return {**defaults, **dict(overrides)}
 
 
+def quiet_libraries(debug: bool) -> None:
+    """One log format, and no loading or step bars outside --log-level debug; the hub's download
+    bars (huggingface_hub's own) stay on the console."""
+    import diffusers
+    import huggingface_hub.utils
+    import transformers
+
+    huggingface_hub.utils.logging.get_logger().handlers.clear()  # it would print each warning a second time
+    if debug:
+        return
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()  # transformers turned the hub's off too
+    for client in ("httpx", "httpx2"):  # a line per HTTP request to the hub
+        logging.getLogger(client).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.print_openapi and not args.token and not is_loopback(args.host):
@@ -166,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         # transformers warns at import about optional image backends the server never uses.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    import diffusers
     import uvicorn
 
     from . import images, schemas
@@ -177,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     schemas.MAX_PIXELS = args.max_pixels
     images.set_max_input_pixels(4 * args.max_pixels)
 
-    if args.log_level != "debug":
-        # Loading and step bars; the hub's download bars (huggingface_hub's own) stay on the console.
-        diffusers.utils.logging.disable_progress_bar()
-        diffusers.utils.logging.set_verbosity_error()
+    quiet_libraries(debug=args.log_level == "debug")
     try:
         engine = GenerationEngine(
             args.model,

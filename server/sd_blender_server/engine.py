@@ -39,12 +39,10 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
 )
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
 from PIL import Image
 
+from . import hub, tiny
 from . import registry as registry_module
-from . import tiny
 from .images import a1111_model_hash
 from .registry import UNION, Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
@@ -52,6 +50,8 @@ from .schemas import SCHEDULERS, Control, JobRequest
 log = logging.getLogger(__name__)
 # diffusers renamed torch_dtype to dtype recently; torch_dtype still works in every supported version.
 warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+# diffusers still passes an argument huggingface_hub ignores now.
+warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -137,7 +137,7 @@ def resolve_source(name: str, cache_dir: str | None, control_type: str | None = 
     if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
         return ModelSource(name, "file", str(path), _file_family(path))
     if _HUB_ID.match(name):
-        return ModelSource(name, "hub", name, _hub_family(name))
+        return ModelSource(name, "hub", name, hub.family(name))
     return ModelSource(name, "folder", str(path))
 
 
@@ -148,31 +148,6 @@ def _file_family(path: Path) -> str | None:
         return registry_module.classify_safetensors(registry_module.read_safetensors_header(path))[1]
     except (OSError, ValueError):
         return None
-
-
-def _cached_hub_folder(repo_id: str) -> Path | None:
-    """The cached snapshot of a hub model (its model_index.json or config.json is there); never
-    the network."""
-    try:
-        for filename in ("model_index.json", "config.json"):
-            cached = try_to_load_from_cache(repo_id, filename)
-            if isinstance(cached, str):
-                return Path(cached).parent
-    except Exception:  # an odd cache is no reason to refuse a model
-        log.debug("cannot look %s up in the cache", repo_id, exc_info=True)
-    return None
-
-
-def _hub_family(repo_id: str) -> str | None:
-    """The family of a hub model from its cached configs, else from its name."""
-    cached = _cached_hub_folder(repo_id)
-    if cached is not None:
-        return registry_module.folder_kind_family(cached)[1]
-    if "xl" in repo_id.lower():
-        return "sdxl"
-    if "sd15" in repo_id.lower() or "stable-diffusion-v1" in repo_id.lower():
-        return "sd15"
-    return None
 
 
 def _source_of(entry: Entry) -> ModelSource:
@@ -230,22 +205,16 @@ def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
         raise ModelLoadError(f"model '{source.name}' not found: no such file or folder {source.location}")
     if source.kind == "file" and not source.location.lower().endswith(".safetensors"):
         raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
-    if source.kind == "hub" and not hub_constants.HF_HUB_OFFLINE and _cached_hub_folder(source.location) is None:
-        log.info("downloading %s from the Hugging Face hub into %s", source.location, hub_constants.HF_HUB_CACHE)
     try:
         if source.kind == "file":
             return model_class.from_single_file(source.location, local_files_only=True, **options)
         # Only safetensors weights: a folder or repository with only pickle (.bin) weights is refused.
         return model_class.from_pretrained(source.location, use_safetensors=True, **options)
     except Exception as error:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         if source.kind == "hub":
             log.debug("loading %s from the hub failed", source.name, exc_info=True)
-            why = "the server is offline (--offline)" if hub_constants.HF_HUB_OFFLINE else "it could not be downloaded"
-            raise ModelLoadError(
-                f"model '{source.name}' is not available offline: it is not in the Hugging Face cache "
-                f"({hub_constants.HF_HUB_CACHE}) and {why} (details: --log-level debug)"
-            ) from error
+            raise ModelLoadError(hub.load_error_message(source.name, error)) from error
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ModelLoadError(f"cannot load model '{source.name}' from {source.location}: {detail}") from error
 
 
@@ -430,6 +399,34 @@ class GenerationEngine:
                 problems.append((location, message))
         return problems
 
+    def _with_hub_family(self, source: ModelSource) -> ModelSource:
+        """The source with its family read from the hub before its first download (a name says
+        little), and remembered for /v1/models and the family checks."""
+        if source.kind != "hub" or source.union or hub.is_downloaded(source.location):
+            return source
+        try:
+            family = hub.fetch_family(source.location)
+        except Exception as error:
+            raise ModelLoadError(hub.load_error_message(source.name, error)) from error
+        if family is None or family == source.family:
+            return source
+        for key, served in self.controlnet_sources.items():
+            if served.name == source.name:
+                self.controlnet_sources[key] = dataclasses.replace(served, family=family)
+        if self.model.name == source.name:
+            self.model = dataclasses.replace(self.model, family=family)
+            self.registry.get("base", source.name).family = family
+        return dataclasses.replace(source, family=family)
+
+    def _learn_hub_families(self, request: JobRequest) -> None:
+        try:
+            base = self.base_source(request.model)
+            controlnets = [self._controlnet_source(self.controlnet_key(control)) for control in request.controls]
+        except ValueError:
+            return  # check() reports it
+        for source in [base, *controlnets]:
+            self._with_hub_family(source)
+
     @property
     def loaded(self) -> bool:
         return self._components is not None
@@ -441,6 +438,7 @@ class GenerationEngine:
         if self._components is not None and self._loaded is not None and self._loaded.name == source.name:
             return
         self.unload()
+        source = self._with_hub_family(source)
         if source.family in ("sd2",):
             raise ModelLoadError(f"cannot load model '{source.name}': {source.family} models are not supported")
         options = {}
@@ -478,7 +476,7 @@ class GenerationEngine:
             return self._controlnets[key]
         if not key.startswith(_REGISTRY_KEY) and key not in self.controlnet_sources:
             raise ValueError(f"no ControlNet for '{key}'; this server serves {', '.join(self.control_types)}")
-        source = self._controlnet_source(key)
+        source = self._with_hub_family(self._controlnet_source(key))
         options = {}
         if source.kind == "file":
             folder = single_file_config(source, self._cache_dir)
@@ -600,6 +598,7 @@ class GenerationEngine:
         should_cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Run one request; raises JobCancelled when should_cancel() turns true."""
+        self._learn_hub_families(request)
         problems = self.check(request)
         if problems:
             raise ValueError("; ".join(message for _, message in problems))

@@ -203,11 +203,6 @@ def test_models_lists_the_hub_models(first_start):
     assert (depth["name"], depth["source"], depth["loaded"]) == (DEPTH, "hub", True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a hub model's family is read (from the cache) when the engine is built, before the "
-    "first start downloads it, and never again: null until the next start",
-)
 def test_first_start_reports_the_family_read_from_the_downloaded_config(first_start):
     assert _default_base(first_start["models_after"])["family"] == "sd15"
 
@@ -221,11 +216,6 @@ def test_pickle_only_weights_are_refused_not_downloaded(first_start, hub, hf_hom
     assert PICKLE not in [item["name"] for item in first_start["models_after"]["controlnets"] if item["loaded"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: every hub load error is reported as 'not available offline ... could not be downloaded', "
-    "also when the hub answered (here: no safetensors weights)",
-)
 def test_pickle_only_weights_are_refused_saying_what_is_missing(first_start):
     error = first_start["pickle_job"]["error"]
     assert "not available offline" not in error
