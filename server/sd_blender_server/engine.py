@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import hub, tiny
 from . import registry as registry_module
-from .images import a1111_model_hash
+from .images import a1111_lora_hash, a1111_model_hash
 from .registry import UNION, Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
 
@@ -550,10 +550,10 @@ class GenerationEngine:
             },
         }
 
-    def _model_hash(self, path: str) -> str:
-        """A1111's hash of a single-file checkpoint, read once per file (gigabytes: seconds)."""
+    def _file_hash(self, path: str, hash_function: Callable[[str], str]) -> str:
+        """A1111's hash of a checkpoint or LoRA file, read once per file (gigabytes: seconds)."""
         if path not in self._file_hashes:
-            self._file_hashes[path] = a1111_model_hash(path)
+            self._file_hashes[path] = hash_function(path)
         return self._file_hashes[path]
 
     def parameters(self, request: JobRequest) -> dict:
@@ -606,7 +606,11 @@ class GenerationEngine:
         request = with_seed(request)
         parameters = self.parameters(request)
         if self._loaded.kind == "file":
-            parameters["model_hash"] = self._model_hash(self._loaded.location)
+            parameters["model_hash"] = self._file_hash(self._loaded.location, a1111_model_hash)
+        lora_entries = [self.registry.get("lora", lora.name) for lora in request.loras]
+        lora_files = {entry.name: entry.location for entry in lora_entries if entry.source == "file"}
+        if lora_files:
+            parameters["lora_hashes"] = {name: self._file_hash(path, a1111_lora_hash) for name, path in lora_files.items()}
         controlnets = [self.controlnet(self.controlnet_key(control)) for control in request.controls]
         if should_cancel and should_cancel():
             raise JobCancelled()

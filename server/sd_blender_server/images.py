@@ -89,8 +89,25 @@ def a1111_model_hash(path: str) -> str:
     return digest.hexdigest()[:10]
 
 
+def a1111_lora_hash(path: str) -> str:
+    """AUTOMATIC1111's short hash of a LoRA file (as in "Lora hashes"): the first 12 hex digits of
+    the SHA-256 of the tensors, the safetensors header left out."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        file.seek(8 + int.from_bytes(file.read(8), "little"))
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def a1111_parameters(parameters: dict, seed: int) -> str:
-    """The `parameters` text chunk as AUTOMATIC1111 writes it, so other tools can read it."""
+    """The `parameters` text chunk as AUTOMATIC1111 writes it, so other tools can read it: LoRAs
+    as `<lora:name:weight>` in the prompt, the negative prompt's line only when there is one."""
+    loras = parameters.get("loras", [])
+    prompt = " ".join([parameters["prompt"], *(f"<lora:{lora['name']}:{lora['weight']}>" for lora in loras)])
+    lines = [prompt.strip()]
+    if parameters["negative_prompt"]:
+        lines.append(f"Negative prompt: {parameters['negative_prompt']}")
     fields = [
         f"Steps: {parameters['steps']}",
         f"Sampler: {SAMPLER_NAMES[parameters['scheduler']]}",
@@ -102,12 +119,14 @@ def a1111_parameters(parameters: dict, seed: int) -> str:
     ]
     if "strength" in parameters:
         fields.append(f"Denoising strength: {parameters['strength']}")
+    if parameters.get("lora_hashes"):
+        fields.append('Lora hashes: "' + ", ".join(f"{n}: {h}" for n, h in parameters["lora_hashes"].items()) + '"')
     for index, control in enumerate(parameters["controls"]):
         fields.append(
             f'ControlNet {index}: "Module: {control["type"]}, Model: {control["model"]}, '
             f'Weight: {control["weight"]}, Guidance Start: {control["start"]}, Guidance End: {control["end"]}"'
         )
-    return f"{parameters['prompt']}\nNegative prompt: {parameters['negative_prompt']}\n" + ", ".join(fields)
+    return "\n".join([*lines, ", ".join(fields)])
 
 
 def encode_png(image: Image.Image, parameters: dict, index: int) -> bytes:

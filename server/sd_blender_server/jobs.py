@@ -4,7 +4,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import queue
 import secrets
 import threading
 import time
@@ -124,8 +123,9 @@ class JobQueue:
         self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
-        self._pending: queue.Queue[Job] = queue.Queue()
+        self._waiting: deque[Job] = deque()  # queued jobs in order; a cancelled one leaves at once
         self._lock = threading.Lock()
+        self._job_waiting = threading.Condition(self._lock)
         self._worker = threading.Thread(target=self._work, name="sd-blender-worker", daemon=True)
 
     def start(self) -> None:
@@ -135,7 +135,7 @@ class JobQueue:
     def queue_length(self) -> int:
         """Jobs waiting to run (the running one not counted)."""
         with self._lock:
-            return self._queued()
+            return len(self._waiting)
 
     @property
     def finished_count(self) -> int:
@@ -143,9 +143,6 @@ class JobQueue:
         with self._lock:
             self._drop_expired()
             return len(self._finished_order)
-
-    def _queued(self) -> int:
-        return sum(job.state == "queued" for job in self._jobs.values())
 
     def _retry_after(self) -> int:
         """Seconds until a place in the queue is likely to free: the running job's time left."""
@@ -167,14 +164,15 @@ class JobQueue:
         job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
         job.total = request.steps
         with self._lock:
-            if self._queued() >= self.max_queue:
+            if len(self._waiting) >= self.max_queue:
                 raise QueueFull(
                     f"the queue is full ({self.max_queue} jobs waiting, the server's --max-queue); try again later",
                     self._retry_after(),
                 )
             self._jobs[job.id] = job
             self._set_state(job, "queued")
-        self._pending.put(job)
+            self._waiting.append(job)
+            self._job_waiting.notify()
         return job
 
     def get(self, job_id: str) -> Job:
@@ -203,6 +201,7 @@ class JobQueue:
                 raise JobFinished(f"job {job_id} already finished ({job.state})")
             job.cancel_requested = True
             if job.state == "queued":
+                self._waiting.remove(job)
                 self._finish(job, "cancelled")
             return job.status()
 
@@ -233,16 +232,13 @@ class JobQueue:
                 self._jobs.pop(job.id, None)
 
     def _work(self) -> None:
+        expiry_check_seconds = min(max(self.result_ttl, 1.0), 60.0)
         while True:
-            try:
-                job = self._pending.get(timeout=min(max(self.result_ttl, 1.0), 60.0))
-            except queue.Empty:
-                with self._lock:
-                    self._drop_expired()
-                continue
             with self._lock:
-                if job.state != "queued":
+                if not self._job_waiting.wait_for(lambda: self._waiting, timeout=expiry_check_seconds):
+                    self._drop_expired()
                     continue
+                job = self._waiting.popleft()
                 job.started_at = _now()
                 job.started = time.monotonic()
                 if self.job_timeout is not None:

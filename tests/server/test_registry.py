@@ -424,6 +424,12 @@ def _tiny_lora(pipeline_dir: Path, target: Path, seed: int) -> None:
     shutil.rmtree(saved)
 
 
+def _a1111_lora_hash(path: Path) -> str:
+    """As AUTOMATIC1111 computes it (addnet_hash_safetensors): SHA-256 of what follows the header."""
+    data = path.read_bytes()
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()[:12]
+
+
 def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cache, tmp_path):
     pipeline_dir = ensure_tiny_model(tiny_cache) / "pipeline"
     loras = tmp_path / "ComfyUI" / "models" / "loras"
@@ -444,10 +450,14 @@ def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cach
             _, plain = pixels()
             styled_status, styled = pixels(loras=[{"name": "tiny_style", "weight": 1.0}])
             assert styled_status["parameters"]["loras"] == [{"name": "tiny_style", "weight": 1.0}]
+            both_status, both = pixels(loras=[{"name": "tiny_style", "weight": 1.0}, {"name": "tiny_detail", "weight": 0.7}])
+            text = fetch_image(client, both_status["images"][0]).text["parameters"]
+            hashes = {name: _a1111_lora_hash(loras / f"{name}.safetensors") for name in ("tiny_style", "tiny_detail")}
+            assert text.startswith("a cube <lora:tiny_style:1.0> <lora:tiny_detail:0.7>\nSteps: 3,"), text
+            assert f'Lora hashes: "tiny_style: {hashes["tiny_style"]}, tiny_detail: {hashes["tiny_detail"]}"' in text
             assert styled != plain
             _, half = pixels(loras=[{"name": "tiny_style", "weight": 0.5}])
             assert half not in (plain, styled)
-            _, both = pixels(loras=[{"name": "tiny_style", "weight": 1.0}, {"name": "tiny_detail", "weight": 0.7}])
             assert both not in (plain, styled, half)
             _, zero = pixels(loras=[{"name": "tiny_style", "weight": 0.0}])
             assert zero == plain

@@ -2,6 +2,8 @@
 import json
 import time
 
+from sd_parsers import ParserManager
+from sd_parsers.data import Generators
 from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
 
 
@@ -25,7 +27,7 @@ def test_submit_poll_done_with_progress_and_image(client):
     image = fetch_image(client, status["images"][0])
     assert image.size == (320, 256)
     text = image.text["parameters"]
-    assert text.startswith("a red cube\nNegative prompt: \nSteps: 6, Sampler: UniPC, CFG scale: 7.5, ")
+    assert text.startswith("a red cube\nSteps: 6, Sampler: UniPC, CFG scale: 7.5, ")  # no negative prompt: no line
     assert f"Seed: {parameters['seed']}, Size: 320x256, Model: tiny" in text
     embedded = json.loads(image.text["sd_blender"])
     assert embedded["seed"] == parameters["seed"] and embedded["image_index"] == 0
@@ -184,3 +186,20 @@ def test_every_scheduler_runs(client):
         assert status["state"] == "done", (name, status["error"])
         pixels[name] = fetch_image(client, status["images"][0]).tobytes()
     assert len(set(pixels.values())) > 1
+
+
+
+def test_png_metadata_is_read_by_an_a1111_metadata_reader(client):
+    """sd-parsers (PyPI), a reader of AUTOMATIC1111/ComfyUI/InvokeAI image metadata, reads our PNGs."""
+    status = run_job(client, prompt="a cabin", negative_prompt="blurry", width=64, height=64, steps=2, seed=5)
+    image = fetch_image(client, status["images"][0])
+    assert image.text["parameters"].splitlines()[:2] == ["a cabin", "Negative prompt: blurry"]
+    info = ParserManager().parse(image)
+    assert info.generator == Generators.AUTOMATIC1111
+    (sampler,) = info.samplers
+    assert sampler.name == "UniPC"
+    assert sampler.parameters == {"cfg_scale": "7.5", "seed": "5", "steps": "2"}
+    assert sampler.model.name == "tiny"
+    assert [prompt.value for prompt in sampler.prompts] == ["a cabin"]
+    assert [prompt.value for prompt in sampler.negative_prompts] == ["blurry"]
+    assert info.metadata["Size"] == "64x64"
