@@ -64,17 +64,23 @@ def run_timer_until_done(timeout=120):
 
 
 def test_generate_returns_at_once_and_applies_the_result_as_background(saved_scene, tmp_path, server):
-    saved_scene.sd_blender.steps = 40  # long enough to still be working when the operator returns
+    saved_scene.sd_blender.steps = 40
     saved_scene.sd_blender.apply_to = "BACKGROUND"
+    client = ServerClient(server)
+    # A long job ahead keeps the server busy, so the add-on's job is still waiting when the operator returns.
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})
     started = time.monotonic()
     assert bpy.ops.sd_blender.generate() == {"FINISHED"}
     returned_after = time.monotonic() - started
     active = operators.current_generation()
     assert not active.job.snapshot().finished
-    time.sleep(0.5)
-    job_id = active.job.snapshot().job_id
-    assert ServerClient(server).job(job_id)["state"] in ("queued", "running")
+    deadline = time.monotonic() + 30
+    while active.job.snapshot().job_id is None:  # the submit runs in the job's thread
+        assert time.monotonic() < deadline, active.job.snapshot()
+        time.sleep(0.05)
+    assert client.job(active.job.snapshot().job_id)["state"] == "queued"
     assert returned_after < 2.0
+    client.cancel(ahead)
 
     active = run_timer_until_done()
     snapshot = active.job.snapshot()
