@@ -21,12 +21,13 @@ def register():
         bpy.utils.register_class(cls)
     properties.register_properties()
     pose.register_properties()
+    operators.register_handlers()
     _cli_handle = bpy.utils.register_cli_command("sd_blender", _cli_command)
 
 
 def unregister():
     global _cli_handle
-    operators.unregister_timer()
+    operators.unregister_handlers()
     bpy.utils.unregister_cli_command(_cli_handle)
     _cli_handle = None
     pose.unregister_properties()

@@ -24,6 +24,7 @@ class ActiveGeneration:
     apply_to: str
     object_names: tuple
     outcome: str = ""  # set once the result was applied (or could not be)
+    file_changed: bool = False  # another file was opened while the job ran: its result is saved, not applied
 
 
 _generation: ActiveGeneration | None = None
@@ -41,6 +42,8 @@ def finish_generation(active, snapshot):
     """Bring a finished job's result into Blender (UI thread). Returns a one-line outcome."""
     if snapshot.state != DONE:
         return snapshot.message
+    if active.file_changed:
+        return f"{snapshot.message}; not applied: another file was opened while it ran"
     scene = bpy.data.scenes.get(active.scene_name)
     if scene is None:
         return f"{snapshot.message} (scene {active.scene_name!r} is gone: nothing applied)"
@@ -50,6 +53,18 @@ def finish_generation(active, snapshot):
         return f"{snapshot.message}; not applied: {error}"
     _show_in_image_editors(images[0])
     return f"{snapshot.message}; opened {', '.join(image.name for image in images)}"
+
+
+@bpy.app.handlers.persistent
+def note_file_change(*_args):
+    """load_post handler: a job still running belongs to the file it started in; a finished one is forgotten."""
+    global _generation
+    if _generation is None:
+        return
+    if _generation.outcome:
+        _generation = None
+    else:
+        _generation.file_changed = True
 
 
 def _areas(area_type):
@@ -109,7 +124,8 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         _generation = ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, _selected_mesh_names(context))
-        bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL)
+        # Persistent: the job goes on (and its images are saved) when another file is opened.
+        bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL, persistent=True)
         self.report({"INFO"}, f"sent to {url}")
         return {"FINISHED"}
 
@@ -336,6 +352,12 @@ CLASSES = (
 )
 
 
-def unregister_timer():
+def register_handlers():
+    bpy.app.handlers.load_post.append(note_file_change)
+
+
+def unregister_handlers():
     if bpy.app.timers.is_registered(poll_generation):
         bpy.app.timers.unregister(poll_generation)
+    if note_file_change in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(note_file_change)

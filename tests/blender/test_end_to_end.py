@@ -95,6 +95,26 @@ def test_generate_returns_at_once_and_applies_the_result_as_background(saved_sce
     assert [bg.image.filepath for bg in camera.background_images] == [path]
 
 
+def test_a_job_running_while_another_file_is_opened_is_saved_not_applied(saved_scene, tmp_path, server):
+    saved_scene.sd_blender.apply_to = "BACKGROUND"
+    other = tmp_path / "other.blend"  # the same scene and camera by name: the result must not land there
+    bpy.ops.wm.save_as_mainfile(filepath=str(other), copy=True)
+    client = ServerClient(server)
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # keeps the job waiting
+    assert bpy.ops.sd_blender.generate() == {"FINISHED"}
+    bpy.ops.wm.open_mainfile(filepath=str(other))
+    client.cancel(ahead)
+
+    assert bpy.app.timers.is_registered(operators.poll_generation), "the timer did not survive opening a file"
+    active = run_timer_until_done()
+    snapshot = active.job.snapshot()
+    assert snapshot.state == "done", snapshot.message
+    (path,) = snapshot.result_paths
+    assert os.path.isfile(path) and os.path.dirname(path) == str(tmp_path / "sd_blender")
+    assert active.outcome.endswith("not applied: another file was opened while it ran"), active.outcome
+    assert not bpy.context.scene.camera.data.background_images
+
+
 def test_stacked_units_guess_mode_and_img2img_reach_the_server(saved_scene):
     settings = saved_scene.sd_blender
     settings.control_units[0].model = "tiny"
