@@ -15,7 +15,8 @@ from .passes import render_control_images
 from .properties import generation_size
 
 
-MAX_CONTROLS = 4  # the server's limit per job
+MAX_CONTROLS = 4  # the server's limits per job
+MAX_LORAS = 8
 
 
 def enabled_units(settings):
@@ -32,6 +33,14 @@ def enabled_units(settings):
 def enabled_loras(settings):
     """(name, weight) of the LoRAs switched on in the panel; a row with no name yet is left out."""
     return tuple((lora.name.strip(), lora.weight) for lora in settings.loras if lora.enabled and lora.name.strip())
+
+
+def checked_loras(settings):
+    """The enabled LoRAs, checked so the server will accept them."""
+    loras = enabled_loras(settings)
+    if len(loras) > MAX_LORAS:
+        raise ValueError(f"{len(loras)} LoRAs are enabled; the server takes at most {MAX_LORAS}: switch some off")
+    return loras
 
 
 def family_problem(settings, models):
@@ -55,6 +64,7 @@ def prepare_request(scene):
     settings = scene.sd_blender
     width, height = generation_size(scene)
     units = enabled_units(settings)
+    loras = checked_loras(settings)
     kinds = list(dict.fromkeys([unit.kind for unit in units] + (["color"] if settings.use_color_init else [])))
     images = render_control_images(scene, kinds, width, height, pass_options(scene, width, height)) if kinds else {}
     controls = tuple(
@@ -79,7 +89,7 @@ def prepare_request(scene):
         init_png=encode_png(images["color"]) if settings.use_color_init else None,
         strength=settings.init_strength,
         model=settings.base_model.strip() or None,
-        loras=enabled_loras(settings),
+        loras=loras,
     ))
 
 

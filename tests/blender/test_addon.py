@@ -65,6 +65,21 @@ def test_too_many_units_or_start_after_end_are_refused_before_rendering(register
     assert len(enabled_units(settings)) == 4
 
 
+def test_more_than_eight_loras_are_refused_before_rendering(registered):
+    from sd_blender import operators
+    from sd_blender.generation import checked_loras
+
+    settings = registered.sd_blender
+    for index in range(9):
+        settings.loras.add().name = f"style{index}"
+    before = operators.current_generation()
+    with pytest.raises(RuntimeError, match="9 LoRAs are enabled; the server takes at most 8: switch some off"):
+        bpy.ops.sd_blender.generate()
+    assert operators.current_generation() is before  # nothing was sent
+    settings.loras[8].enabled = False
+    assert len(checked_loras(settings)) == 8
+
+
 def test_settings_are_saved_with_the_blend(registered, tmp_path):
     registered.sd_blender.prompt = "a stone lighthouse"
     registered.sd_blender.steps = 33
