@@ -13,9 +13,17 @@ DEFAULT_SERVER_URL = "http://127.0.0.1:7870"
 class ServerError(Exception):
     """The server refused a request or could not be reached; the message says what to fix."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message, status=None, retry_after=None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After header
+
+
+def _retry_after(headers):
+    try:
+        return max(1, int(headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def _describe_error_body(body):
@@ -50,7 +58,9 @@ class ServerClient:
                 return response.read()
         except urllib.error.HTTPError as error:
             message = _describe_error_body(error.read())
-            raise ServerError(f"server answered {error.code}: {message}", status=error.code) from None
+            raise ServerError(
+                f"server answered {error.code}: {message}", status=error.code, retry_after=_retry_after(error.headers)
+            ) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise ServerError(

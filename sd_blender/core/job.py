@@ -53,6 +53,7 @@ def unique_path(directory, stem, suffix=".png"):
 # How long a job waits for a server that stopped answering (a restart, a network blip)
 # before it gives up and tells the user.
 RECONNECT_GRACE_SECONDS = 20.0
+QUEUE_FULL_RETRY_SECONDS = 5  # when a full server (429) does not say when to come back
 
 
 class GenerationJob:
@@ -90,11 +91,29 @@ class GenerationJob:
 
     def _run(self):
         try:
-            self._follow(self._client.submit(self._request))
+            job_id = self._submit()
+            if job_id is None:
+                self._update(state=CANCELLED, message="cancelled")
+            else:
+                self._follow(job_id)
         except ServerError as error:
             self._update(state=FAILED, message=str(error))
         except OSError as error:
             self._update(state=FAILED, message=f"could not write the result: {error}")
+
+    def _submit(self):
+        """The job's id on the server; a full queue (429) is waited out as the server's Retry-After
+        says, until it takes the job. None when cancelled meanwhile."""
+        while True:
+            try:
+                return self._client.submit(self._request)
+            except ServerError as error:
+                if error.status != 429:
+                    raise
+                wait = error.retry_after or QUEUE_FULL_RETRY_SECONDS
+                self._update(message=f"the server's queue is full; trying again in {wait} s")
+                if self._cancel_requested.wait(wait):
+                    return None
 
     def _follow(self, job_id):
         self._update(state=QUEUED, job_id=job_id, message="queued on the server")

@@ -1,6 +1,8 @@
 """Job bookkeeping of the pure core, against a live tiny-model server on 127.0.0.1."""
 import io
 import os
+import re
+import time
 
 import pytest
 from PIL import Image
@@ -8,6 +10,8 @@ from PIL import Image
 from sd_blender.core.client import ServerClient, ServerError
 from sd_blender.core.job import CANCELLED, DONE, FAILED, GenerationJob, unique_path
 from sd_blender.core.request import GenerationSettings, build_job_request
+
+from live_server import running_server
 
 
 def job_request(**settings):
@@ -37,6 +41,57 @@ def test_cancel_reaches_the_server(client, tmp_path):
     snapshot = job.wait(timeout=120)
     assert snapshot.state == CANCELLED and snapshot.result_paths == ()
     assert client.job(snapshot.job_id)["state"] == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def busy_server(tiny_cache):
+    """A server whose queue takes one job, kept full by two long jobs (one running, one waiting);
+    yields a client and a function that ends the long jobs."""
+    with running_server("--max-queue", "1", cache_dir=tiny_cache) as live:
+        client = ServerClient(live.url)
+        long_jobs = []
+
+        def fill():
+            long_jobs[:] = [client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150}) for _ in "ab"]
+
+        def release():
+            for job_id in long_jobs:
+                client.cancel(job_id)
+
+        yield client, fill, release
+
+
+def wait_for_full_queue(job):
+    deadline = time.monotonic() + 30
+    while "queue is full" not in job.snapshot().message:
+        assert time.monotonic() < deadline, job.snapshot()
+        time.sleep(0.05)
+    return job.snapshot()
+
+
+def test_a_full_server_queue_is_waited_out_as_retry_after_says(busy_server, tmp_path):
+    client, fill, release = busy_server
+    fill()
+    job = GenerationJob(client, job_request(seed=3, steps=2), str(tmp_path), "shot", poll_interval=0.05).start()
+    waiting = wait_for_full_queue(job)
+    assert re.fullmatch(r"the server's queue is full; trying again in \d+ s", waiting.message)
+    assert waiting.job_id is None and not waiting.finished
+    release()
+    snapshot = job.wait(timeout=120)
+    assert snapshot.state == DONE, snapshot.message
+    assert [os.path.basename(path) for path in snapshot.result_paths] == ["shot_3.png"]
+
+
+def test_cancel_while_waiting_for_a_place_sends_nothing(busy_server, tmp_path):
+    client, fill, release = busy_server
+    fill()
+    job = GenerationJob(client, job_request(seed=4, steps=2), str(tmp_path), "shot", poll_interval=0.05).start()
+    wait_for_full_queue(job)
+    job.cancel()
+    snapshot = job.wait(timeout=2)  # at once, not after the Retry-After wait
+    release()
+    assert snapshot.state == CANCELLED, snapshot
+    assert snapshot.job_id is None and os.listdir(tmp_path) == []
 
 
 def test_a_refused_request_fails_with_the_field_named(client, tmp_path):
