@@ -1,18 +1,38 @@
 """Apply a generated image in the scene: as the camera's background, or projected onto a mesh.
 
+Projection is exact and sees what the camera saw: each vertex stores its clip-space position
+from the projecting camera (x, y, w) and its planar camera depth as attributes, the material
+divides per pixel (a perspective-correct projection, also across large faces) and compares the
+surface's depth with a depth map rendered from the camera (stored with the image, packed): only
+surfaces the camera saw, inside its frame, take the image; back and hidden faces, and what lies
+outside the frame, keep the material's own colour. A UV map "SD Projection" with the same
+projection per vertex is added for use outside Blender.
+
 Everything here adds to the user's data and never takes away: user UV maps, materials,
 nodes and background images are left as they were, and a second apply reuses what the
 first one added (found by the names below) instead of stacking copies.
 """
 import os
+from contextlib import contextmanager
 
 import bpy
 import numpy as np
 
+from .passes import render_pass_buffers
+
 PROJECTION_NAME = "SD Projection"
+CLIP_ATTRIBUTE = "SD Projection Clip"  # per vertex: the camera's clip-space x, y, w
+DEPTH_ATTRIBUTE = "SD Projection Depth"  # per vertex: planar depth from the camera
 IMAGE_NODE_NAME = "SD Projection Image"
-UV_NODE_NAME = "SD Projection UV"
+MIX_NODE_NAME = "SD Projection Mix"
 BACKGROUND_MARKER = "sd_blender_background"
+# A surface farther than the depth map by more than this (relative, plus an absolute margin) is
+# hidden from the camera. The map is read with linear interpolation between pixel centres, so
+# surfaces seen at a grazing angle do not hide themselves; next to an occluder's outline the
+# surface behind stays uncovered for about a pixel.
+DEPTH_TOLERANCE, DEPTH_MARGIN = 0.02, 1e-3
+# Half floats (the packed EXR) end at 65504: where the camera saw nothing, the map says "far".
+NOTHING_HIT_DEPTH = 6.0e4
 
 
 def load_image(path):
@@ -57,19 +77,52 @@ def _our_background(camera):
 # ---------------------------------------------------------------------- projected texture
 
 
-def apply_as_projected_texture(scene, camera_object, mesh_object, image, depsgraph=None):
-    """Project `image` from the camera onto the mesh through a UV map of its own; return its name."""
+def apply_as_projected_texture(scene, camera_object, mesh_object, image, depth_image=None):
+    """Project `image` from the camera onto the visible parts of the mesh (see the module doc);
+    `depth_image` is the camera's depth map (projection_depth_image), rendered when not given."""
     _require_camera(camera_object)
     _require_editable_mesh(mesh_object)
-    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
-    uv_layer = _projection_uv_layer(mesh_object.data)
-    uvs = _projected_loop_uvs(scene, camera_object, mesh_object, depsgraph)
-    uv_layer.uv.foreach_set("vector", uvs.ravel())
-    mesh_object.data.update()
+    depth_image = depth_image or projection_depth_image(scene, camera_object, image)
+    mesh = mesh_object.data
+    clip, depth = _projected_vertices(scene, camera_object, mesh_object, bpy.context.evaluated_depsgraph_get())
+    _point_attribute(mesh, CLIP_ATTRIBUTE, 'FLOAT_VECTOR').data.foreach_set("vector", clip.ravel())
+    _point_attribute(mesh, DEPTH_ATTRIBUTE, 'FLOAT').data.foreach_set("value", depth)
+    loop_vertices = np.empty(len(mesh.loops), dtype=np.int32)
+    mesh.loops.foreach_get("vertex_index", loop_vertices)
+    frame = (clip[:, :2] / clip[:, 2:3] * 0.5 + 0.5)[loop_vertices]
+    _projection_uv_layer(mesh).uv.foreach_set("vector", frame.astype(np.float32).ravel())
+    mesh.update()
     _fill_empty_material_slots(mesh_object)
     for slot in mesh_object.material_slots:
-        _add_projection_nodes(slot.material, image)
-    return uv_layer.name
+        _add_projection_nodes(slot.material, image, depth_image)
+
+
+def projection_depth_image(scene, camera_object, image):
+    """The planar depth the camera sees, rendered at the size of `image` into a float image
+    "<image> depth" (R = G = B = depth), packed into the .blend with it."""
+    width, height = image.size
+    with _as_scene_camera(scene, camera_object):
+        distance = render_pass_buffers(scene, ["depth"], width, height)["depth"]
+    name = f"{image.name} depth"
+    depth_image = bpy.data.images.get(name) or bpy.data.images.new(name, width, height, float_buffer=True, is_data=True)
+    if tuple(depth_image.size) != (width, height):
+        depth_image.scale(width, height)
+    pixels = np.ones((height, width, 4), dtype=np.float32)
+    pixels[..., :3] = np.minimum(distance, NOTHING_HIT_DEPTH)[::-1, :, None]  # Blender's rows run bottom up
+    depth_image.pixels.foreach_set(pixels.ravel())
+    depth_image.file_format = 'OPEN_EXR'
+    depth_image.pack()
+    return depth_image
+
+
+@contextmanager
+def _as_scene_camera(scene, camera_object):
+    previous = scene.camera
+    scene.camera = camera_object
+    try:
+        yield
+    finally:
+        scene.camera = previous
 
 
 def _require_camera(camera_object):
@@ -102,29 +155,37 @@ def _projection_uv_layer(mesh):
     return uv_layer
 
 
-def _projected_loop_uvs(scene, camera_object, mesh_object, depsgraph):
-    """Each loop's vertex in camera-frame coordinates: (0, 0) bottom left, (1, 1) top right."""
+def _point_attribute(mesh, name, data_type):
+    attribute = mesh.attributes.get(name)
+    if attribute is None or attribute.data_type != data_type or attribute.domain != 'POINT':
+        if attribute is not None:
+            mesh.attributes.remove(attribute)
+        attribute = mesh.attributes.new(name, data_type, 'POINT')
+    return attribute
+
+
+def _projected_vertices(scene, camera_object, mesh_object, depsgraph):
+    """Per vertex: the clip-space (x, y, w) from the camera, and the planar camera depth. Both are
+    affine in the position, so interpolating them across a face is exact."""
     mesh = mesh_object.data
     positions = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", positions)
-    loop_vertices = np.empty(len(mesh.loops), dtype=np.int32)
-    mesh.loops.foreach_get("vertex_index", loop_vertices)
     homogeneous = np.hstack([positions.reshape(-1, 3), np.ones((len(mesh.vertices), 1))])
-    clip = homogeneous @ _object_to_clip_matrix(scene, camera_object, mesh_object, depsgraph).T
-    frame = clip[:, :2] / clip[:, 3:4] * 0.5 + 0.5
-    return frame[loop_vertices].astype(np.float32)
+    object_to_view = np.array(camera_object.matrix_world.inverted() @ mesh_object.matrix_world)
+    view = homogeneous @ object_to_view.T
+    clip = view @ np.array(_projection_matrix(scene, camera_object, depsgraph)).T
+    return clip[:, [0, 1, 3]].astype(np.float32), (-view[:, 2]).astype(np.float32)
 
 
-def _object_to_clip_matrix(scene, camera_object, mesh_object, depsgraph):
+def _projection_matrix(scene, camera_object, depsgraph):
     render = scene.render
-    projection = camera_object.calc_matrix_camera(
+    return camera_object.calc_matrix_camera(
         depsgraph,
         x=render.resolution_x,
         y=render.resolution_y,
         scale_x=render.pixel_aspect_x,
         scale_y=render.pixel_aspect_y,
     )
-    return np.array(projection @ camera_object.matrix_world.inverted() @ mesh_object.matrix_world)
 
 
 # ----------------------------------------------------------------------------- materials
@@ -152,19 +213,85 @@ def _shader_nodes(material):
     return material.node_tree
 
 
-def _add_projection_nodes(material, image):
-    """Feed the image, through the projection UV map, into the material's Base Color."""
+def _add_projection_nodes(material, image, depth_image):
+    """Show the image, projected, on what the camera saw (see the module doc): a mix into the
+    material's Base Color whose factor is 1 on visible surfaces inside the frame. What fed the
+    Base Color before the first projection stays as the mix's other colour."""
     tree = _shader_nodes(material)
     principled = _principled_bsdf(tree)
-    image_node = _projection_node(tree, IMAGE_NODE_NAME, "ShaderNodeTexImage", principled, (-300, 0))
-    uv_node = _projection_node(tree, UV_NODE_NAME, "ShaderNodeUVMap", principled, (-500, 0))
-    image_node.image = image
-    image_node.extension = 'CLIP'
-    uv_node.uv_map = PROJECTION_NAME
-    tree.links.new(uv_node.outputs["UV"], image_node.inputs["Vector"])
+    node = _NodeMaker(tree, principled)
+    clip = node("Clip", "ShaderNodeAttribute", (-1500, 0), attribute_name=CLIP_ATTRIBUTE)
+    separate = node("Separate", "ShaderNodeSeparateXYZ", (-1300, 0))
+    divide_x = node("Divide X", "ShaderNodeMath", (-1100, 80), operation='DIVIDE')
+    divide_y = node("Divide Y", "ShaderNodeMath", (-1100, -80), operation='DIVIDE')
+    combine = node("Combine", "ShaderNodeCombineXYZ", (-900, 0))
+    frame = node("Frame", "ShaderNodeVectorMath", (-700, 0), operation='MULTIPLY_ADD')
+    image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='CLIP')
+    map_depth = node("Map Depth", "ShaderNodeTexImage", (-450, -200), image=depth_image, extension='EXTEND')
+    limit = node("Limit", "ShaderNodeMath", (-200, -200), operation='MULTIPLY_ADD')
+    surface_depth = node("Surface Depth", "ShaderNodeAttribute", (-450, -450), attribute_name=DEPTH_ATTRIBUTE)
+    seen = node("Seen", "ShaderNodeMath", (0, -300), operation='LESS_THAN')
+    in_frame_and_seen = node("Visible", "ShaderNodeMath", (150, -150), operation='MULTIPLY')
+    new_mix = tree.nodes.get(MIX_NODE_NAME) is None
+    mix = node("Mix", "ShaderNodeMix", (300, 0), data_type='RGBA')
+
+    links = tree.links
+    links.new(clip.outputs["Vector"], separate.inputs[0])
+    for divide, axis in ((divide_x, "X"), (divide_y, "Y")):
+        links.new(separate.outputs[axis], divide.inputs[0])
+        links.new(separate.outputs["Z"], divide.inputs[1])
+    links.new(divide_x.outputs[0], combine.inputs["X"])
+    links.new(divide_y.outputs[0], combine.inputs["Y"])
+    links.new(combine.outputs[0], frame.inputs[0])
+    frame.inputs[1].default_value = frame.inputs[2].default_value = (0.5, 0.5, 0.0)
+    for texture in (image_node, map_depth):
+        links.new(frame.outputs["Vector"], texture.inputs["Vector"])
+    links.new(map_depth.outputs["Color"], limit.inputs[0])
+    limit.inputs[1].default_value, limit.inputs[2].default_value = 1.0 + DEPTH_TOLERANCE, DEPTH_MARGIN
+    links.new(surface_depth.outputs["Fac"], seen.inputs[0])
+    links.new(limit.outputs[0], seen.inputs[1])
+    links.new(seen.outputs[0], in_frame_and_seen.inputs[0])
+    links.new(image_node.outputs["Alpha"], in_frame_and_seen.inputs[1])  # CLIP: alpha 0 outside the frame
+    links.new(in_frame_and_seen.outputs[0], mix.inputs["Factor"])
+    links.new(image_node.outputs["Color"], _color_socket(mix.inputs, "B"))
     if principled is not None:
-        tree.links.new(image_node.outputs["Color"], principled.inputs["Base Color"])
+        base_color = principled.inputs["Base Color"]
+        if new_mix:
+            _keep_original_colour(tree, base_color, _color_socket(mix.inputs, "A"))
+        links.new(_color_socket(mix.outputs, "Result"), base_color)
     tree.nodes.active = image_node
+
+
+def _keep_original_colour(tree, base_color, mix_input):
+    if base_color.links:
+        tree.links.new(base_color.links[0].from_socket, mix_input)
+    else:
+        mix_input.default_value = base_color.default_value
+
+
+def _color_socket(sockets, name):
+    """The colour socket `name` of a Mix node (it has one per data type under the same name)."""
+    return next(socket for socket in sockets if socket.name == name and socket.type == 'RGBA')
+
+
+class _NodeMaker:
+    """Finds or adds the projection's nodes, named "SD Projection <part>", placed left of the BSDF."""
+
+    def __init__(self, tree, anchor):
+        self.tree = tree
+        self.origin = (anchor.location.x - 400, anchor.location.y) if anchor else (0, 0)
+
+    def __call__(self, part, node_type, offset, **settings):
+        name = f"{PROJECTION_NAME} {part}"
+        node = self.tree.nodes.get(name)
+        if node is None:
+            node = self.tree.nodes.new(node_type)
+            node.name = name
+            node.location = (self.origin[0] + offset[0], self.origin[1] + offset[1])
+        node.label = PROJECTION_NAME
+        for key, value in settings.items():
+            setattr(node, key, value)
+        return node
 
 
 def _principled_bsdf(tree):
@@ -175,13 +302,3 @@ def _principled_bsdf(tree):
             if link.from_node.type == 'BSDF_PRINCIPLED':
                 return link.from_node
     return next((node for node in tree.nodes if node.type == 'BSDF_PRINCIPLED'), None)
-
-
-def _projection_node(tree, name, node_type, anchor, offset):
-    node = tree.nodes.get(name)
-    if node is None:
-        node = tree.nodes.new(node_type)
-        node.name = name
-        node.location = (anchor.location.x + offset[0], anchor.location.y + offset[1]) if anchor else offset
-    node.label = PROJECTION_NAME
-    return node

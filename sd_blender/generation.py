@@ -125,6 +125,7 @@ def apply_results(scene, paths, apply_to, object_names):
         meshes = [bpy.data.objects[name] for name in object_names if name in bpy.data.objects]
         if not meshes:
             raise ValueError("select the mesh objects to texture before generating")
+        depth_image = apply.projection_depth_image(scene, camera, images[0])  # one render for every mesh
         for mesh_object in meshes:
-            apply.apply_as_projected_texture(scene, camera, mesh_object, images[0])
+            apply.apply_as_projected_texture(scene, camera, mesh_object, images[0], depth_image)
     return images

@@ -111,6 +111,17 @@ def base_color_source(material):
     return principled.inputs["Base Color"].links[0].from_node
 
 
+def mix_input(mix, name):
+    return next(socket for socket in mix.inputs if socket.name == name and socket.type == 'RGBA')
+
+
+def projected_image_node(material):
+    """The image node feeding the projection's mix into the Base Color."""
+    mix = base_color_source(material)
+    assert mix.name == "SD Projection Mix"
+    return mix_input(mix, "B").links[0].from_node
+
+
 # -------------------------------------------------------------------------------- load_image
 
 
@@ -168,11 +179,10 @@ def test_background_needs_a_camera(empty_scene, generated):
 def test_plane_filling_the_frame_maps_its_corners_to_the_image_corners(empty_scene, generated, orthographic):
     camera_object = add_camera(empty_scene, orthographic)
     plane = add_frame_filling_plane(empty_scene, camera_object)
-    name = apply.apply_as_projected_texture(empty_scene, camera_object, plane, generated)
-    assert name == "SD Projection"
+    apply.apply_as_projected_texture(empty_scene, camera_object, plane, generated)
     expected = {0: (1, 1), 1: (1, 0), 2: (0, 0), 3: (0, 1)}
     for vertex_index, corner in expected.items():
-        assert uv_of_vertex(plane, name, vertex_index) == pytest.approx(corner, abs=1e-4)
+        assert uv_of_vertex(plane, "SD Projection", vertex_index) == pytest.approx(corner, abs=1e-4)
 
 
 @pytest.mark.parametrize("orthographic", [False, True], ids=["perspective", "orthographic"])
@@ -247,11 +257,12 @@ def test_the_users_material_shows_the_image_and_keeps_all_its_nodes(empty_scene,
     nodes = material.node_tree.nodes
     assert user_nodes <= {node.name for node in nodes}
     assert cube.material_slots[0].material == material
-    image_node = base_color_source(material)
+    image_node = projected_image_node(material)
     assert image_node.type == 'TEX_IMAGE' and image_node.image == generated
     assert nodes.active == image_node
-    uv_node = image_node.inputs["Vector"].links[0].from_node
-    assert uv_node.type == 'UVMAP' and uv_node.uv_map == "SD Projection"
+    assert image_node.inputs["Vector"].links[0].from_node.name == "SD Projection Frame"
+    # Where the camera did not see the surface, the user's own colour (the checker) shows.
+    assert mix_input(base_color_source(material), "A").links[0].from_node.name == "User Checker"
 
 
 def test_a_second_apply_reuses_its_nodes_and_shows_the_new_image(tmp_path, empty_scene, generated):
@@ -263,7 +274,8 @@ def test_a_second_apply_reuses_its_nodes_and_shows_the_new_image(tmp_path, empty
     second = apply.load_image(write_png(tmp_path / "generated_0002.png"))
     apply.apply_as_projected_texture(empty_scene, camera_object, cube, second)
     assert sorted(node.name for node in material.node_tree.nodes) == node_names
-    assert base_color_source(material).image == second
+    assert projected_image_node(material).image == second
+    assert mix_input(base_color_source(material), "A").links[0].from_node.name == "User Checker"
     assert len(bpy.data.materials) == 1
 
 
@@ -273,7 +285,7 @@ def test_an_object_without_material_gets_a_projection_material(empty_scene, gene
     apply.apply_as_projected_texture(empty_scene, camera_object, cube, generated)
     [slot] = cube.material_slots
     assert slot.material.name == "SD Projection"
-    assert base_color_source(slot.material).image == generated
+    assert projected_image_node(slot.material).image == generated
 
 
 def test_a_material_without_nodes_gets_them_switched_on_to_show_the_image(empty_scene, generated):
@@ -283,7 +295,7 @@ def test_a_material_without_nodes_gets_them_switched_on_to_show_the_image(empty_
     cube.data.materials.append(material)
     apply.apply_as_projected_texture(empty_scene, camera_object, cube, generated)
     assert cube.material_slots[0].material == material
-    assert base_color_source(material).image == generated
+    assert projected_image_node(material).image == generated
 
 
 def test_projecting_onto_a_non_mesh_says_to_select_a_mesh(empty_scene, generated):
@@ -331,3 +343,109 @@ def render_cycles(scene, path):
     scene.render.image_settings.file_format = 'PNG'
     bpy.ops.render.render(write_still=True)
     return path
+
+
+# ------------------------------------------------------------- what the camera did not see
+
+GREY = (0.8, 0.8, 0.8)  # the Base Color of the material the projection adds to an object without one
+
+
+def rendered_surfaces(scene, tmp_path, name):
+    """Cycles' view of the scene: (colours, covered), bottom row first; covered where a surface is."""
+    scene.world = scene.world or bpy.data.worlds.new("World")
+    scene.render.film_transparent = True
+    scene.render.image_settings.color_mode = 'RGBA'
+    path = render_cycles(scene, tmp_path / f"{name}.png")
+    width, height = scene.render.resolution_x, scene.render.resolution_y
+    pixels = np.array(bpy.data.images.load(str(path)).pixels[:]).reshape(height, width, 4)
+    return pixels[..., :3], pixels[..., 3] > 0.99
+
+
+def is_grey(pixel):
+    return float(np.ptp(pixel)) < 0.1 * float(np.mean(pixel)) + 0.02
+
+
+def point_on_plane(plane, u, v):
+    """The world point at frame coordinates (u, v) of a frame-filling plane (vertices: top right,
+    bottom right, bottom left, top left)."""
+    top_right, bottom_right, bottom_left, top_left = (plane.matrix_world @ vertex.co for vertex in plane.data.vertices)
+    bottom = bottom_left.lerp(bottom_right, u)
+    return bottom.lerp(top_left.lerp(top_right, u), v)
+
+
+def pixel_at(pixels, u, v):
+    height, width = pixels.shape[:2]
+    return pixels[int(v * height), int(u * width)]
+
+
+def test_a_surface_hidden_behind_another_keeps_its_own_colour(tmp_path, empty_scene, generated):
+    camera_object = add_camera(empty_scene)
+    plane = add_frame_filling_plane(empty_scene, camera_object)
+    # A small cube halfway along the line of sight to the middle of the image's red quarter.
+    eye = camera_object.matrix_world.translation
+    hidden = point_on_plane(plane, 0.25, 0.25)
+    blocker = add_cube(empty_scene, location=eye.lerp(hidden, 0.5))
+    blocker.scale = (0.15, 0.15, 0.15)
+    bpy.context.view_layer.update()
+    apply.apply_as_projected_texture(empty_scene, camera_object, plane, generated)
+    blocker.hide_render = True  # look at what was behind it
+    pixels, _ = rendered_surfaces(empty_scene, tmp_path, "hidden")
+    assert is_grey(pixel_at(pixels, 0.25, 0.25)), pixel_at(pixels, 0.25, 0.25)
+    for u, v, channel in ((0.08, 0.08, 0), (0.75, 0.25, 1), (0.25, 0.75, 2)):  # red, green, blue quarters
+        assert np.argmax(pixel_at(pixels, u, v)) == channel and not is_grey(pixel_at(pixels, u, v))
+
+
+def test_faces_turned_away_from_the_camera_keep_their_own_colour(tmp_path, empty_scene, generated):
+    camera_object = add_camera(empty_scene, location=(0.0, -6.0, 0.5), rotation=(90, 0, 0))
+    cube = add_cube(empty_scene)
+    cube.rotation_euler = (0, 0, 0)  # the camera sees its front face only
+    bpy.context.view_layer.update()
+    apply.apply_as_projected_texture(empty_scene, camera_object, cube, generated)
+    colours, covered = rendered_surfaces(empty_scene, tmp_path, "front")
+    front = colours[covered]
+    add_camera(empty_scene, location=(0.0, 6.0, 0.5), rotation=(90, 0, 180))  # the other side: its back face
+    colours, covered = rendered_surfaces(empty_scene, tmp_path, "back")
+    back = colours[covered]
+    assert len(front) > 100 and len(back) > 100
+    assert sum(not is_grey(pixel) for pixel in front) > 0.9 * len(front)
+    assert all(is_grey(pixel) for pixel in back), back
+
+
+def test_the_image_lands_exactly_where_the_camera_saw_it_across_a_large_receding_face(tmp_path, empty_scene):
+    """One quad from near the camera to far away: a per-vertex (affine) mapping would bend the
+    image's rows; the per-pixel projection puts the row between the halves where the image has it."""
+    halves = apply.load_image(write_png(tmp_path / "halves.png", 64, 36, quadrants=(RED, RED, BLUE, BLUE)))
+    camera_object = add_camera(empty_scene, location=(0.0, -6.0, 1.0), rotation=(80, 0, 0))
+    ground = add_mesh(empty_scene, [(-6, -5, 0), (6, -5, 0), (6, 60, 0), (-6, 60, 0)], [(0, 1, 2, 3)], "Ground")
+    apply.apply_as_projected_texture(empty_scene, camera_object, ground, halves)
+    colours, covered = rendered_surfaces(empty_scene, tmp_path, "ground")
+    column, ground = colours[:, 32], covered[:, 32]  # bottom row first; the sky above the ground is empty
+    red_rows = [row for row in range(36) if ground[row] and np.argmax(column[row]) == 0]
+    blue_rows = [row for row in range(36) if ground[row] and np.argmax(column[row]) == 2]
+    assert red_rows and blue_rows
+    assert max(red_rows) == 17 and min(blue_rows) == 18, (red_rows, blue_rows)
+
+
+def test_the_depth_map_is_packed_with_the_file_and_follows_a_second_apply(tmp_path, empty_scene, generated):
+    camera_object = add_camera(empty_scene)
+    plane = add_frame_filling_plane(empty_scene, camera_object, distance=5.0)
+    apply.apply_as_projected_texture(empty_scene, camera_object, plane, generated)
+    depth = bpy.data.images["generated_0001.png depth"]
+    assert read_pixels(depth)[:, :, 0] == pytest.approx(5.0, abs=0.01)  # planar depth: the plane's distance
+    camera_object.location += camera_object.matrix_world.to_3x3() @ Vector((0, 0, 1))  # one unit back (it looks down -Z)
+    bpy.context.view_layer.update()
+    apply.apply_as_projected_texture(empty_scene, camera_object, plane, generated)
+    path = str(tmp_path / "projected.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    depth = bpy.data.images["generated_0001.png depth"]
+    assert depth.packed_file is not None and tuple(depth.size) == (32, 18)
+    assert read_pixels(depth)[9, 16, 0] == pytest.approx(6.0, abs=0.01)
+    assert bpy.data.materials["SD Projection"].node_tree.nodes["SD Projection Map Depth"].image == depth
+
+
+def read_pixels(image):
+    width, height = image.size
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels.reshape(height, width, 4)

@@ -178,10 +178,11 @@ def test_headless_generate_textures_the_mesh_and_saves_the_blend(saved_scene, tm
     sphere = bpy.data.objects["Sphere"]
     assert "SD Projection" in sphere.data.uv_layers
     nodes = sphere.active_material.node_tree.nodes
-    image_nodes = [node for node in nodes if node.type == "TEX_IMAGE"]
-    assert [os.path.basename(node.image.filepath) for node in image_nodes] == [result.name]
+    image_node, depth_node = nodes["SD Projection Image"], nodes["SD Projection Map Depth"]
+    assert os.path.basename(image_node.image.filepath) == result.name
+    assert depth_node.image.name == f"{image_node.image.name} depth" and depth_node.image.packed_file is not None
     base_color = next(node for node in nodes if node.type == "BSDF_PRINCIPLED").inputs["Base Color"]
-    assert base_color.links[0].from_node == image_nodes[0]
+    assert base_color.links[0].from_node == nodes["SD Projection Mix"]
     assert "SD Projection" not in bpy.data.objects["Wall"].data.uv_layers
 
 
