@@ -231,9 +231,12 @@ def _add_projection_nodes(material, image, depth_image):
     limit = node("Limit", "ShaderNodeMath", (-200, -200), operation='MULTIPLY_ADD')
     surface_depth = node("Surface Depth", "ShaderNodeAttribute", (-450, -450), attribute_name=DEPTH_ATTRIBUTE)
     seen = node("Seen", "ShaderNodeMath", (0, -300), operation='LESS_THAN')
-    in_frame_and_seen = node("Visible", "ShaderNodeMath", (150, -150), operation='MULTIPLY')
+    # Depth 0: no projection attributes (another object sharing the material) or behind the camera.
+    in_front = node("In Front", "ShaderNodeMath", (0, -450), operation='GREATER_THAN')
+    seen_in_front = node("Seen In Front", "ShaderNodeMath", (150, -350), operation='MULTIPLY')
+    in_frame_and_seen = node("Visible", "ShaderNodeMath", (300, -150), operation='MULTIPLY')
     new_mix = tree.nodes.get(MIX_NODE_NAME) is None
-    mix = node("Mix", "ShaderNodeMix", (300, 0), data_type='RGBA')
+    mix = node("Mix", "ShaderNodeMix", (450, 0), data_type='RGBA')
 
     links = tree.links
     links.new(clip.outputs["Vector"], separate.inputs[0])
@@ -250,7 +253,11 @@ def _add_projection_nodes(material, image, depth_image):
     limit.inputs[1].default_value, limit.inputs[2].default_value = 1.0 + DEPTH_TOLERANCE, DEPTH_MARGIN
     links.new(surface_depth.outputs["Fac"], seen.inputs[0])
     links.new(limit.outputs[0], seen.inputs[1])
-    links.new(seen.outputs[0], in_frame_and_seen.inputs[0])
+    links.new(surface_depth.outputs["Fac"], in_front.inputs[0])
+    in_front.inputs[1].default_value = 0.0
+    links.new(seen.outputs[0], seen_in_front.inputs[0])
+    links.new(in_front.outputs[0], seen_in_front.inputs[1])
+    links.new(seen_in_front.outputs[0], in_frame_and_seen.inputs[0])
     links.new(image_node.outputs["Alpha"], in_frame_and_seen.inputs[1])  # CLIP: alpha 0 outside the frame
     links.new(in_frame_and_seen.outputs[0], mix.inputs["Factor"])
     links.new(image_node.outputs["Color"], _color_socket(mix.inputs, "B"))

@@ -411,6 +411,22 @@ def test_faces_turned_away_from_the_camera_keep_their_own_colour(tmp_path, empty
     assert all(is_grey(pixel) for pixel in back), back
 
 
+def test_another_object_sharing_the_material_keeps_its_own_colour(tmp_path, empty_scene, generated):
+    camera_object = add_camera(empty_scene, location=(0.0, -6.0, 0.5), rotation=(90, 0, 0))
+    textured, other = add_cube(empty_scene, location=(-1.6, 0, 0.5)), add_cube(empty_scene, location=(1.6, 0, 0.5))
+    textured.scale = other.scale = (0.6, 0.6, 0.6)
+    other.data = textured.data.copy()  # its own mesh (no projection attributes), the same material
+    bpy.context.view_layer.update()
+    apply.apply_as_projected_texture(empty_scene, camera_object, textured, generated)
+    other.data.materials.clear()
+    other.data.materials.append(textured.active_material)
+    colours, covered = rendered_surfaces(empty_scene, tmp_path, "shared")
+    left, right = colours[:, :32][covered[:, :32]], colours[:, 32:][covered[:, 32:]]
+    assert len(left) > 50 and len(right) > 50
+    assert sum(not is_grey(pixel) for pixel in left) > 0.9 * len(left)
+    assert all(is_grey(pixel) for pixel in right), right
+
+
 def test_the_image_lands_exactly_where_the_camera_saw_it_across_a_large_receding_face(tmp_path, empty_scene):
     """One quad from near the camera to far away: a per-vertex (affine) mapping would bend the
     image's rows; the per-pixel projection puts the row between the halves where the image has it."""
