@@ -89,7 +89,8 @@ def apply_as_projected_texture(scene, camera_object, mesh_object, image, depth_i
     _point_attribute(mesh, DEPTH_ATTRIBUTE, 'FLOAT').data.foreach_set("value", depth)
     loop_vertices = np.empty(len(mesh.loops), dtype=np.int32)
     mesh.loops.foreach_get("vertex_index", loop_vertices)
-    frame = (clip[:, :2] / clip[:, 2:3] * 0.5 + 0.5)[loop_vertices]
+    w = np.where(np.abs(clip[:, 2:3]) < 1e-9, 1e-9, clip[:, 2:3])  # a vertex in the camera's plane
+    frame = (clip[:, :2] / w * 0.5 + 0.5)[loop_vertices]
     _projection_uv_layer(mesh).uv.foreach_set("vector", frame.astype(np.float32).ravel())
     mesh.update()
     _fill_empty_material_slots(mesh_object)
