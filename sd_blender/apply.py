@@ -67,6 +67,18 @@ def apply_as_background(camera_object, image):
     camera.show_background_images = True
 
 
+def apply_sequence_as_background(camera_object, first_image, first_frame, frame_count):
+    """Show an image sequence (first_image's file is frame first_frame's; the file names end in
+    the frame number) behind the scene, frame by frame with the timeline."""
+    first_image.source = 'SEQUENCE'
+    apply_as_background(camera_object, first_image)
+    frames = _our_background(camera_object.data).image_user
+    frames.frame_start = first_frame
+    frames.frame_offset = first_frame - 1  # the file numbered first_frame shows at first_frame
+    frames.frame_duration = frame_count
+    frames.use_auto_refresh = True
+
+
 def _our_background(camera):
     for background in camera.background_images:
         if background.image is not None and background.image.get(BACKGROUND_MARKER):

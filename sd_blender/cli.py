@@ -1,13 +1,14 @@
 """Headless use: `python -m sd_blender ...` and `blender -b SCENE.blend -c sd_blender ...`.
 
-    sd_blender passes   [SCENE.blend] [--frame N] [--kinds depth,normal,openpose,...] [--out DIR]
-    sd_blender generate [SCENE.blend] [--frame N] [--prompt TEXT] [--controls depth:0.8,openpose] ...
+    sd_blender passes   [SCENE.blend] [--frame N | --frames A-B] [--kinds depth,normal,openpose,...] [--out DIR]
+    sd_blender generate [SCENE.blend] [--frame N | --frames A-B] [--prompt TEXT] [--controls depth:0.8,openpose] ...
 
 docs/cli.md documents every option.
 """
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -72,9 +73,18 @@ def _apply_targets(text):
     return targets
 
 
+def _frame_range(text):
+    match = re.fullmatch(r"(-?\d+)-(-?\d+)", text.strip())
+    if match is None or int(match[2]) < int(match[1]):
+        raise argparse.ArgumentTypeError(f"expected START-END with START <= END (e.g. 1-48), got '{text}'")
+    return range(int(match[1]), int(match[2]) + 1)
+
+
 def _add_scene_arguments(parser):
     parser.add_argument("blend", nargs="?", help="the .blend to open (default: the file already open)")
-    parser.add_argument("--frame", type=int, help="frame to render (default: the scene's current frame)")
+    frames = parser.add_mutually_exclusive_group()
+    frames.add_argument("--frame", type=int, help="frame to render (default: the scene's current frame)")
+    frames.add_argument("--frames", type=_frame_range, metavar="START-END", help="every frame of this range")
     parser.add_argument("--scene", help="scene name (default: the active scene)")
 
 
@@ -156,13 +166,15 @@ def run_passes(args):
     _apply_pass_arguments(scene.sd_blender, args)
     width, height = generation_size(scene)
     os.makedirs(args.out, exist_ok=True)
-    images = render_control_images(scene, args.kinds, width, height, generation.pass_options(scene, width, height))
-    for kind, pixels in images.items():
-        path = os.path.join(args.out, f"{kind}_{scene.frame_current:04d}.png")
-        write_png(path, pixels)
-        print(path)
-    if "openpose" in args.kinds:
-        print(_write_openpose_json(scene, width, height, args.out))
+    for frame in args.frames or [scene.frame_current]:
+        scene.frame_set(frame)
+        images = render_control_images(scene, args.kinds, width, height, generation.pass_options(scene, width, height))
+        for kind, pixels in images.items():
+            path = os.path.join(args.out, f"{kind}_{frame:04d}.png")
+            write_png(path, pixels)
+            print(path)
+        if "openpose" in args.kinds:
+            print(_write_openpose_json(scene, width, height, args.out))
     return 0
 
 
@@ -206,10 +218,58 @@ def _wait_with_progress(job):
     return job.wait()
 
 
+def _check_frames_arguments(settings, args):
+    if settings.num_images != 1:
+        raise ValueError("--frames makes one image a frame: leave --num-images out (or set it to 1)")
+    if "texture" in args.apply:
+        raise ValueError("--apply texture takes one image; with --frames use --apply background (an image sequence)")
+
+
+def _generate_frames(scene, client, args):
+    """One image a frame, all with one seed, named <blend>_<scene>_<frame>.png in the result folder.
+    A frame whose file is there already is kept and skipped: a stopped batch goes on where it stopped."""
+    settings = scene.sd_blender
+    _check_frames_arguments(settings, args)
+    settings.use_random_seed = False  # one seed for every frame
+    print(f"frames {args.frames.start}-{args.frames.stop - 1}, seed {settings.seed} for every frame")
+    if settings.depth_range_mode == "AUTO" and any(unit.enabled and unit.kind == "depth" for unit in settings.control_units):
+        print("note: the depth range is measured per frame (auto), so its scale can jump between frames; "
+              "--depth-range shot keeps one range over the scene's frame range")
+    out = os.path.abspath(args.out) if args.out else generation.output_directory()
+    paths = []
+    for frame in args.frames:
+        path = os.path.join(out, generation.frame_file_stem(scene, frame) + ".png")
+        if os.path.exists(path):
+            print(f"frame {frame}: done already, kept {path}")
+        else:
+            scene.frame_set(frame)
+            print(f"frame {frame}:", flush=True)
+            snapshot = _wait_with_progress(generation.start_job(scene, client, out, frame=frame))
+            if snapshot.state != DONE:
+                print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
+                      "it are kept: run the same command again to go on from there", file=sys.stderr)
+                return 1
+            print(path)
+        paths.append(path)
+    if "background" in args.apply:
+        generation.apply_frames_as_background(scene, paths, args.frames.start)
+    return _save_blend(args)
+
+
+def _save_blend(args):
+    if args.save_blend:
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
+        print(args.save_blend)
+    return 0
+
+
 def run_generate(args):
     scene = _open_scene(args)
     _apply_arguments(scene, args)
-    job = generation.start_job(scene, ServerClient(args.server, args.token), args.out and os.path.abspath(args.out))
+    client = ServerClient(args.server, args.token)
+    if args.frames:
+        return _generate_frames(scene, client, args)
+    job = generation.start_job(scene, client, args.out and os.path.abspath(args.out))
     snapshot = _wait_with_progress(job)
     print(snapshot.message)
     if snapshot.state != DONE:
@@ -219,10 +279,7 @@ def run_generate(args):
     names = args.objects.split(",") if args.objects else [o.name for o in scene.objects if o.select_get()]
     for target in args.apply:
         generation.apply_results(scene, snapshot.result_paths, target.upper(), names)
-    if args.save_blend:
-        bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
-        print(args.save_blend)
-    return 0
+    return _save_blend(args)
 
 
 def run(argv):

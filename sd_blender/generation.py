@@ -100,15 +100,36 @@ def output_directory():
     return os.path.join(tempfile.gettempdir(), "sd_blender")
 
 
-def result_file_stem(scene):
+def scene_file_stem(scene):
     blend = os.path.splitext(os.path.basename(bpy.data.filepath))[0] or "untitled"
-    return f"{blend}_{scene.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{blend}_{scene.name}"
 
 
-def start_job(scene, client, output_dir=None):
-    """Render passes now, then hand the network part to a worker thread; returns at once."""
+def result_file_stem(scene):
+    return f"{scene_file_stem(scene)}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def frame_file_stem(scene, frame):
+    """A frame's result is <blend>_<scene>_<frame>: the frame number last, as image sequences want."""
+    return f"{scene_file_stem(scene)}_{frame:04d}"
+
+
+def start_job(scene, client, output_dir=None, frame=None):
+    """Render passes now, then hand the network part to a worker thread; returns at once. A
+    `frame`'s result is named after it (frame_file_stem), a still's after the time and seed."""
     job_request = prepare_request(scene)
-    return GenerationJob(client, job_request, output_dir or output_directory(), result_file_stem(scene)).start()
+    output_dir = output_dir or output_directory()
+    if frame is None:
+        return GenerationJob(client, job_request, output_dir, result_file_stem(scene)).start()
+    return GenerationJob(client, job_request, output_dir, frame_file_stem(scene, frame), seed_in_name=False).start()
+
+
+def apply_frames_as_background(scene, paths, first_frame):
+    """Show the frames' results (one a frame, from first_frame on) as the camera's background,
+    an image sequence that follows the timeline."""
+    if scene.camera is None:
+        raise ValueError("the scene has no active camera to show the frames behind")
+    apply.apply_sequence_as_background(scene.camera, apply.load_image(paths[0]), first_frame, len(paths))
 
 
 def apply_results(scene, paths, apply_to, object_names):

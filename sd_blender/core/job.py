@@ -58,12 +58,13 @@ QUEUE_FULL_RETRY_SECONDS = 5  # when a full server (429) does not say when to co
 
 class GenerationJob:
     def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25,
-                 reconnect_grace=RECONNECT_GRACE_SECONDS):
+                 reconnect_grace=RECONNECT_GRACE_SECONDS, seed_in_name=True):
         self._reconnect_grace = reconnect_grace
         self._client = client
         self._request = job_request
         self._output_dir = output_dir
         self._file_stem = file_stem
+        self._seed_in_name = seed_in_name  # files are named <file_stem>_<seed>, else <file_stem>
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._snapshot = JobSnapshot()
@@ -171,7 +172,7 @@ class GenerationJob:
         for index, url in enumerate(status["images"]):
             seed = seeds[index] if index < len(seeds) else index
             data = self._client.download(url)  # fetched whole first: a lost server leaves no half file
-            path = unique_path(self._output_dir, f"{self._file_stem}_{seed}")
+            path = unique_path(self._output_dir, f"{self._file_stem}_{seed}" if self._seed_in_name else self._file_stem)
             with open(path, "wb") as file:
                 file.write(data)
             paths.append(path)

@@ -212,6 +212,65 @@ def test_headless_passes_writes_every_pass_and_the_openpose_json(saved_scene, tm
     assert drawn[round(neck_y), round(neck_x)].any()  # the neck joint is drawn where the JSON says
 
 
+def run_command_line(*arguments):
+    return subprocess.run([sys.executable, "-m", "sd_blender", *arguments], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_headless_passes_of_a_frame_range_follow_the_animation(saved_scene, tmp_path):
+    sphere = bpy.data.objects["Sphere"]
+    for frame, x in ((1, -1.5), (3, 1.5)):
+        sphere.location.x = x
+        sphere.keyframe_insert("location", index=0, frame=frame)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "moving.blend"))
+    out = tmp_path / "passes"
+    completed = run_command_line("passes", str(tmp_path / "moving.blend"), "--frames", "1-3", "--kinds", "depth",
+                                 "--depth-range", "2,20", "--out", str(out))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert sorted(path.name for path in out.iterdir()) == ["depth_0001.png", "depth_0002.png", "depth_0003.png"]
+    nearest_columns = [np.argmax(np.asarray(Image.open(out / f"depth_000{frame}.png")).max(axis=0)) for frame in (1, 2, 3)]
+    assert nearest_columns[0] < nearest_columns[1] < nearest_columns[2]  # the sphere moves left to right
+
+
+def test_headless_frames_resume_where_they_stopped_and_play_as_a_background(saved_scene, tmp_path, server):
+    out = tmp_path / "frames"
+    common = ["generate", str(tmp_path / "shot.blend"), "--steps", "2", "--seed", "5", "--out", str(out)]
+    stopped = run_command_line(*common, "--server", "http://127.0.0.1:9", "--frames", "1-2")
+    assert stopped.returncode == 1
+    assert "stopped at frame 1; the frames before it are kept: run the same command again" in stopped.stderr
+    assert not out.exists() or not list(out.iterdir())
+
+    first = run_command_line(*common, "--server", server, "--frames", "1-2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "seed 5 for every frame" in first.stdout
+    written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    assert sorted(written) == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
+
+    applied = tmp_path / "applied.blend"
+    resumed = run_command_line(*common, "--server", server, "--frames", "1-3", "--apply", "background",
+                               "--save-blend", str(applied))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "frame 1: done already" in resumed.stdout and "frame 2: done already" in resumed.stdout
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written  # kept, not redone
+    assert sorted(path.name for path in out.iterdir()) == [f"shot_Scene_000{frame}.png" for frame in (1, 2, 3)]
+    for frame in (1, 2, 3):
+        assert json.loads(Image.open(out / f"shot_Scene_000{frame}.png").text["sd_blender"])["seed"] == 5
+
+    bpy.ops.wm.open_mainfile(filepath=str(applied))
+    (background,) = bpy.context.scene.camera.data.background_images
+    assert background.image.source == 'SEQUENCE'
+    assert os.path.basename(background.image.filepath) == "shot_Scene_0001.png"
+    user = background.image_user
+    assert (user.frame_start, user.frame_offset, user.frame_duration) == (1, 0, 3)
+
+
+def test_frames_take_one_image_each_and_no_texture(saved_scene, tmp_path):
+    for option, message in ((["--num-images", "2"], "--frames makes one image a frame"),
+                            (["--apply", "texture"], "with --frames use --apply background")):
+        completed = run_command_line("generate", str(tmp_path / "shot.blend"), "--frames", "1-2", *option)
+        assert completed.returncode == 1 and message in completed.stderr, completed.stderr[-2000:]
+
+
 def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_path, capsys):
     """`blender -b shot.blend -c sd_blender passes ...` calls cli.run on the already open file."""
     from sd_blender import cli
