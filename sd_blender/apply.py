@@ -23,7 +23,6 @@ from .passes import render_pass_buffers
 PROJECTION_NAME = "SD Projection"
 CLIP_ATTRIBUTE = "SD Projection Clip"  # per vertex: the camera's clip-space x, y, w
 DEPTH_ATTRIBUTE = "SD Projection Depth"  # per vertex: planar depth from the camera
-IMAGE_NODE_NAME = "SD Projection Image"
 MIX_NODE_NAME = "SD Projection Mix"
 BACKGROUND_MARKER = "sd_blender_background"
 # A surface farther than the depth map by more than this (relative, plus an absolute margin) is
@@ -233,13 +232,43 @@ def _add_projection_nodes(material, image, depth_image):
     tree = _shader_nodes(material)
     principled = _principled_bsdf(tree)
     node = _NodeMaker(tree, principled)
+    frame = _frame_coordinates(node, tree.links)
+    image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='CLIP')
+    tree.links.new(frame, image_node.inputs["Vector"])
+    visible = _visibility(node, tree.links, frame, depth_image, image_node.outputs["Alpha"])
+    new_mix = tree.nodes.get(MIX_NODE_NAME) is None
+    mix = node("Mix", "ShaderNodeMix", (450, 0), data_type='RGBA')
+    tree.links.new(visible, mix.inputs["Factor"])
+    tree.links.new(image_node.outputs["Color"], _color_socket(mix.inputs, "B"))
+    if principled is not None:
+        base_color = principled.inputs["Base Color"]
+        if new_mix:
+            _keep_original_colour(tree, base_color, _color_socket(mix.inputs, "A"))
+        tree.links.new(_color_socket(mix.outputs, "Result"), base_color)
+    tree.nodes.active = image_node
+
+
+def _frame_coordinates(node, links):
+    """The output giving each shaded point's place in the camera frame, (0, 0) bottom left to
+    (1, 1) top right: the clip-space attribute divided per pixel."""
     clip = node("Clip", "ShaderNodeAttribute", (-1500, 0), attribute_name=CLIP_ATTRIBUTE)
     separate = node("Separate", "ShaderNodeSeparateXYZ", (-1300, 0))
-    divide_x = node("Divide X", "ShaderNodeMath", (-1100, 80), operation='DIVIDE')
-    divide_y = node("Divide Y", "ShaderNodeMath", (-1100, -80), operation='DIVIDE')
     combine = node("Combine", "ShaderNodeCombineXYZ", (-900, 0))
     frame = node("Frame", "ShaderNodeVectorMath", (-700, 0), operation='MULTIPLY_ADD')
-    image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='CLIP')
+    links.new(clip.outputs["Vector"], separate.inputs[0])
+    for axis, y in (("X", 80), ("Y", -80)):
+        divide = node(f"Divide {axis}", "ShaderNodeMath", (-1100, y), operation='DIVIDE')
+        links.new(separate.outputs[axis], divide.inputs[0])
+        links.new(separate.outputs["Z"], divide.inputs[1])
+        links.new(divide.outputs[0], combine.inputs[axis])
+    links.new(combine.outputs[0], frame.inputs[0])
+    frame.inputs[1].default_value = frame.inputs[2].default_value = (0.5, 0.5, 0.0)
+    return frame.outputs["Vector"]
+
+
+def _visibility(node, links, frame, depth_image, in_frame):
+    """The output that is 1 where the camera saw the shaded point: in front of the camera, no
+    farther than the depth map says (with the tolerance), and inside the frame (`in_frame`)."""
     map_depth = node("Map Depth", "ShaderNodeTexImage", (-450, -200), image=depth_image, extension='EXTEND')
     limit = node("Limit", "ShaderNodeMath", (-200, -200), operation='MULTIPLY_ADD')
     surface_depth = node("Surface Depth", "ShaderNodeAttribute", (-450, -450), attribute_name=DEPTH_ATTRIBUTE)
@@ -247,21 +276,8 @@ def _add_projection_nodes(material, image, depth_image):
     # Depth 0: no projection attributes (another object sharing the material) or behind the camera.
     in_front = node("In Front", "ShaderNodeMath", (0, -450), operation='GREATER_THAN')
     seen_in_front = node("Seen In Front", "ShaderNodeMath", (150, -350), operation='MULTIPLY')
-    in_frame_and_seen = node("Visible", "ShaderNodeMath", (300, -150), operation='MULTIPLY')
-    new_mix = tree.nodes.get(MIX_NODE_NAME) is None
-    mix = node("Mix", "ShaderNodeMix", (450, 0), data_type='RGBA')
-
-    links = tree.links
-    links.new(clip.outputs["Vector"], separate.inputs[0])
-    for divide, axis in ((divide_x, "X"), (divide_y, "Y")):
-        links.new(separate.outputs[axis], divide.inputs[0])
-        links.new(separate.outputs["Z"], divide.inputs[1])
-    links.new(divide_x.outputs[0], combine.inputs["X"])
-    links.new(divide_y.outputs[0], combine.inputs["Y"])
-    links.new(combine.outputs[0], frame.inputs[0])
-    frame.inputs[1].default_value = frame.inputs[2].default_value = (0.5, 0.5, 0.0)
-    for texture in (image_node, map_depth):
-        links.new(frame.outputs["Vector"], texture.inputs["Vector"])
+    visible = node("Visible", "ShaderNodeMath", (300, -150), operation='MULTIPLY')
+    links.new(frame, map_depth.inputs["Vector"])
     links.new(map_depth.outputs["Color"], limit.inputs[0])
     limit.inputs[1].default_value, limit.inputs[2].default_value = 1.0 + DEPTH_TOLERANCE, DEPTH_MARGIN
     links.new(surface_depth.outputs["Fac"], seen.inputs[0])
@@ -270,16 +286,9 @@ def _add_projection_nodes(material, image, depth_image):
     in_front.inputs[1].default_value = 0.0
     links.new(seen.outputs[0], seen_in_front.inputs[0])
     links.new(in_front.outputs[0], seen_in_front.inputs[1])
-    links.new(seen_in_front.outputs[0], in_frame_and_seen.inputs[0])
-    links.new(image_node.outputs["Alpha"], in_frame_and_seen.inputs[1])  # CLIP: alpha 0 outside the frame
-    links.new(in_frame_and_seen.outputs[0], mix.inputs["Factor"])
-    links.new(image_node.outputs["Color"], _color_socket(mix.inputs, "B"))
-    if principled is not None:
-        base_color = principled.inputs["Base Color"]
-        if new_mix:
-            _keep_original_colour(tree, base_color, _color_socket(mix.inputs, "A"))
-        links.new(_color_socket(mix.outputs, "Result"), base_color)
-    tree.nodes.active = image_node
+    links.new(seen_in_front.outputs[0], visible.inputs[0])
+    links.new(in_frame, visible.inputs[1])  # the image's alpha: CLIP makes it 0 outside the frame
+    return visible.outputs[0]
 
 
 def _keep_original_colour(tree, base_color, mix_input):
