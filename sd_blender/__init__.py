@@ -5,9 +5,11 @@ core (sd_blender.core) that never imports bpy.
 """
 import bpy
 
-from . import cli, operators, panels, pose, preferences, properties
+from . import cli, frames, operators, panels, pose, preferences, properties, watched
 
-_CLASSES = preferences.CLASSES + properties.CLASSES + pose.CLASSES + operators.CLASSES + panels.CLASSES
+_CLASSES = (
+    preferences.CLASSES + properties.CLASSES + pose.CLASSES + operators.CLASSES + frames.CLASSES + panels.CLASSES
+)
 _cli_handle = None
 
 
@@ -21,13 +23,13 @@ def register():
         bpy.utils.register_class(cls)
     properties.register_properties()
     pose.register_properties()
-    operators.register_handlers()
+    watched.register_handlers()
     _cli_handle = bpy.utils.register_cli_command("sd_blender", _cli_command)
 
 
 def unregister():
     global _cli_handle
-    operators.unregister_handlers()
+    watched.unregister_handlers()
     bpy.utils.unregister_cli_command(_cli_handle)
     _cli_handle = None
     pose.unregister_properties()

@@ -1,11 +1,13 @@
 """The scene's side of a generation: settings + passes → job request; results → the scene."""
 import os
+import sys
 import tempfile
 import time
 
 import bpy
 
 from . import apply
+from .core.frame_batch import FrameBatch
 from .core.job import GenerationJob
 from .core.png import encode_png
 from .core.pass_options import PassOptions
@@ -112,6 +114,43 @@ def result_file_stem(scene):
 def frame_file_stem(scene, frame):
     """A frame's result is <blend>_<scene>_<frame>: the frame number last, as image sequences want."""
     return f"{scene_file_stem(scene)}_{frame:04d}"
+
+
+def frame_paths(scene, frames, output_dir=None):
+    """Where the results of `frames` go, in order."""
+    folder = output_dir or output_directory()
+    return [os.path.join(folder, frame_file_stem(scene, frame) + ".png") for frame in frames]
+
+
+def frames_problem(scene):
+    """What to fix before generating the scene's frames, or None."""
+    if scene.sd_blender.num_images != 1:
+        return "Generate Frames makes one image a frame: set Images to 1"
+    if scene.camera is None:
+        return "the scene has no active camera: add one and set it as the scene camera"
+    return None
+
+
+def start_frames(scene, server_url, token):
+    """Generate the scene's frame range in a background process, on a copy of the file as it is
+    now (unsaved changes included); returns a core.frame_batch.FrameBatch watching it."""
+    frames = range(scene.frame_start, scene.frame_end + 1)
+    blend_name = os.path.basename(bpy.data.filepath) or "untitled.blend"
+    paths = frame_paths(scene, frames)  # named after this file, not the copy
+    copy = os.path.join(tempfile.mkdtemp(prefix="sd_blender_frames_"), blend_name)
+    bpy.ops.wm.save_as_mainfile(filepath=copy, copy=True)
+    arguments = ["generate", "--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
+                 "--out", os.path.dirname(paths[0]), "--server", server_url]
+    # The token goes in the environment, not on the command line where other users see it.
+    environment = {**os.environ, "SD_BLENDER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    if bpy.app.binary_path:  # Blender's own binary, in the background, with this add-on's command
+        command = [bpy.app.binary_path, "--background", copy, "--command", "sd_blender", *arguments]
+    else:  # Blender as a Python module (no binary): that Python, with this package
+        package_folder = os.path.dirname(os.path.abspath(__file__))
+        paths_before = [environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []
+        environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package_folder), *paths_before])
+        command = [sys.executable, "-m", os.path.basename(package_folder), arguments[0], copy, *arguments[1:]]
+    return FrameBatch(command, paths, environment).start()
 
 
 def start_job(scene, client, output_dir=None, frame=None):

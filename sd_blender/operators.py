@@ -11,6 +11,7 @@ from .core.model_list import ModelList
 from .passes import PASS_KINDS, PassError, render_control_images, show_in_blender
 from .preferences import server_settings
 from .properties import APPLY_TARGETS, PASS_ITEMS, generation_size
+from .watched import redraw_sidebars, watch
 
 POLL_INTERVAL = 0.2
 
@@ -27,15 +28,20 @@ class ActiveGeneration:
     file_changed: bool = False  # another file was opened while the job ran: its result is saved, not applied
 
 
-_generation: ActiveGeneration | None = None
+def poll_generation():
+    """bpy.app.timers callback: None stops the timer."""
+    return GENERATION.poll(lambda active: active.job.snapshot(), finish_generation)
+
+
+GENERATION = watch(poll_generation, POLL_INTERVAL)
 
 
 def current_generation():
-    return _generation
+    return GENERATION.active
 
 
 def is_running():
-    return _generation is not None and not _generation.job.snapshot().finished
+    return GENERATION.active is not None and not GENERATION.active.job.snapshot().finished
 
 
 def finish_generation(active, snapshot):
@@ -55,49 +61,15 @@ def finish_generation(active, snapshot):
     return f"{snapshot.message}; opened {', '.join(image.name for image in images)}"
 
 
-@bpy.app.handlers.persistent
-def note_file_change(*_args):
-    """load_post handler: a job still running belongs to the file it started in; a finished one is forgotten."""
-    global _generation
-    if _generation is None:
-        return
-    if _generation.outcome:
-        _generation = None
-    else:
-        _generation.file_changed = True
-
-
-def _areas(area_type):
-    for window in bpy.context.window_manager.windows:
-        yield from (area for area in window.screen.areas if area.type == area_type)
-
-
-def _redraw_sidebars():
-    for area in _areas("VIEW_3D"):
-        area.tag_redraw()
-
-
 def _show_in_image_editors(image):
-    for area in _areas("IMAGE_EDITOR"):
-        area.spaces.active.image = image
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
 
 
 def _selected_mesh_names(context):
     return tuple(obj.name for obj in context.selected_objects if obj.type == "MESH")
-
-
-def poll_generation():
-    """bpy.app.timers callback: None stops the timer."""
-    active = _generation
-    if active is None:
-        return None
-    snapshot = active.job.snapshot()
-    _redraw_sidebars()
-    if not snapshot.finished:
-        return POLL_INTERVAL
-    active.outcome = finish_generation(active, snapshot)
-    print(f"sd_blender: {active.outcome}")
-    return None
 
 
 class SDBLENDER_OT_generate(bpy.types.Operator):
@@ -111,7 +83,6 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
         return context.scene is not None and not is_running()
 
     def execute(self, context):
-        global _generation
         scene = context.scene
         url, token = server_settings(context)
         problem = generation.family_problem(scene.sd_blender, server_models)
@@ -123,9 +94,7 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
         except (PassError, ValueError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        _generation = ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, _selected_mesh_names(context))
-        # Persistent: the job goes on (and its images are saved) when another file is opened.
-        bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL, persistent=True)
+        GENERATION.start(ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, _selected_mesh_names(context)))
         self.report({"INFO"}, f"sent to {url}")
         return {"FINISHED"}
 
@@ -141,7 +110,7 @@ class SDBLENDER_OT_cancel(bpy.types.Operator):
         return is_running()
 
     def execute(self, context):
-        _generation.job.cancel()
+        GENERATION.active.job.cancel()
         return {"FINISHED"}
 
 
@@ -180,10 +149,10 @@ class SDBLENDER_OT_apply_result(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return _generation is not None and bool(_generation.job.snapshot().result_paths)
+        return GENERATION.active is not None and bool(GENERATION.active.job.snapshot().result_paths)
 
     def execute(self, context):
-        paths = _generation.job.snapshot().result_paths
+        paths = GENERATION.active.job.snapshot().result_paths
         try:
             generation.apply_results(context.scene, paths[:1], self.target, _selected_mesh_names(context))
         except ValueError as error:
@@ -271,7 +240,7 @@ class SDBLENDER_OT_refresh_models(bpy.types.Operator):
 
 
 def _redraw_when_models_arrive():
-    _redraw_sidebars()
+    redraw_sidebars()
     return POLL_INTERVAL if server_models.fetching else None
 
 
@@ -350,14 +319,3 @@ CLASSES = (
     SDBLENDER_OT_refresh_models,
     SDBLENDER_OT_measure_shot_depth,
 )
-
-
-def register_handlers():
-    bpy.app.handlers.load_post.append(note_file_change)
-
-
-def unregister_handlers():
-    if bpy.app.timers.is_registered(poll_generation):
-        bpy.app.timers.unregister(poll_generation)
-    if note_file_change in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(note_file_change)

@@ -1,7 +1,7 @@
 """The sidebar tab "SD" in the 3D Viewport."""
 import bpy
 
-from . import depth_range, generation, operators, pose
+from . import depth_range, frames, generation, operators, pose
 from .properties import generation_size
 
 
@@ -96,7 +96,18 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
             row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message or snapshot.state)
             row.operator("sd_blender.cancel", text="", icon="CANCEL")
             return
-        layout.operator("sd_blender.generate", icon="RENDER_STILL")
+        batch = frames.current_frames()
+        if frames.frames_running():
+            snapshot = batch.batch.snapshot()
+            row = layout.row(align=True)
+            row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
+            row.operator("sd_blender.cancel_frames", text="", icon="CANCEL")
+            return
+        row = layout.row(align=True)
+        row.operator("sd_blender.generate", icon="RENDER_STILL")
+        row.operator("sd_blender.generate_frames", icon="RENDER_ANIMATION")
+        if batch is not None and batch.outcome:
+            layout.label(text=batch.outcome)
         if active is not None and active.outcome:
             layout.label(text=active.outcome)
             if active.job.snapshot().result_paths:

@@ -1,0 +1,100 @@
+"""Generate Frames from the panel: a background process (here `python -m sd_blender`, as Blender
+runs as a Python module; a Blender binary would run `blender -b COPY.blend -c sd_blender ...`)
+generates the frame range against the live tiny-model server while Blender stays free."""
+import os
+import time
+
+import bpy
+import pytest
+
+from sd_blender import frames
+from sd_blender.core.client import ServerClient
+from test_end_to_end import addon, saved_scene, server  # noqa: F401  (fixtures)
+
+
+def run_frames_timer_until_done(timeout=240):
+    """Background Blender has no event loop: call the registered timer as Blender would."""
+    assert bpy.app.timers.is_registered(frames.poll_frames)
+    deadline = time.monotonic() + timeout
+    while frames.poll_frames() is not None:
+        assert time.monotonic() < deadline, frames.current_frames().batch.snapshot()
+        time.sleep(0.1)
+    bpy.app.timers.unregister(frames.poll_frames)
+    return frames.current_frames()
+
+
+def wait_for(condition, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def frame_range(saved_scene):  # noqa: F811
+    saved_scene.sd_blender.steps = 2
+    saved_scene.sd_blender.apply_to = "BACKGROUND"
+    saved_scene.frame_start = 1
+    return saved_scene
+
+
+def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(frame_range, tmp_path):
+    frame_range.frame_end = 2
+    started = time.monotonic()
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    assert time.monotonic() - started < 2.0
+    assert not bpy.ops.sd_blender.generate_frames.poll()  # one batch at a time
+    active = run_frames_timer_until_done()
+    snapshot = active.batch.snapshot()
+    assert snapshot.state == "done", snapshot.message
+    assert (snapshot.frames_done, snapshot.fraction) == (2, 1.0)
+    names = [os.path.basename(path) for path in active.paths]
+    assert names == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
+    assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.paths)
+    assert active.outcome == f"done: 2 frames in {tmp_path / 'sd_blender'}; shown behind the camera view as an image sequence"
+    (background,) = frame_range.camera.data.background_images
+    assert background.image.source == 'SEQUENCE'
+    assert (background.image_user.frame_start, background.image_user.frame_duration) == (1, 2)
+
+
+def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_range, server):  # noqa: F811
+    frame_range.frame_end = 1
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    (first,) = run_frames_timer_until_done().paths
+    first_written = os.stat(first).st_mtime_ns
+
+    frame_range.frame_end = 3
+    client = ServerClient(server)
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # holds frame 2 queued
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    batch = frames.current_frames().batch
+    wait_for(lambda: "queued on the server" in batch.snapshot().message, "frame 2 queued")
+    assert batch.snapshot().message.startswith("frame 2 of 3")
+    assert bpy.ops.sd_blender.cancel_frames() == {"FINISHED"}
+    active = run_frames_timer_until_done()
+    client.cancel(ahead)
+    snapshot = active.batch.snapshot()
+    assert snapshot.state == "cancelled"
+    assert active.outcome == "cancelled: 1 of 3 frames done and kept; generating the frames again goes on from there"
+
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    active = run_frames_timer_until_done()
+    assert active.batch.snapshot().state == "done", active.batch.snapshot().message
+    assert all(os.path.isfile(path) for path in active.paths) and len(active.paths) == 3
+    assert os.stat(first).st_mtime_ns == first_written  # kept, not generated again
+
+
+def test_frames_that_cannot_be_generated_say_what_to_fix(frame_range):
+    frame_range.sd_blender.num_images = 2
+    with pytest.raises(RuntimeError, match="Generate Frames makes one image a frame: set Images to 1"):
+        bpy.ops.sd_blender.generate_frames()
+
+
+def test_an_unreachable_server_stops_the_frames_with_the_reason(frame_range, addon):  # noqa: F811
+    frame_range.frame_end = 2
+    addon.server_url = "http://127.0.0.1:9"
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    active = run_frames_timer_until_done()
+    assert active.batch.snapshot().state == "failed"
+    assert active.outcome.startswith("frame 1: cannot reach the sd_blender server at http://127.0.0.1:9")
+    assert active.outcome.endswith("0 of 2 frames done and kept; generating the frames again goes on from there")
