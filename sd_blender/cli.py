@@ -232,9 +232,9 @@ def _generate_frames(scene, client, args):
     _check_frames_arguments(settings, args)
     settings.use_random_seed = False  # one seed for every frame
     print(f"frames {args.frames.start}-{args.frames.stop - 1}, seed {settings.seed} for every frame")
-    if settings.depth_range_mode == "AUTO" and any(unit.enabled and unit.kind == "depth" for unit in settings.control_units):
-        print("note: the depth range is measured per frame (auto), so its scale can jump between frames; "
-              "--depth-range shot keeps one range over the scene's frame range")
+    advice = generation.frames_depth_advice(settings)
+    if advice:
+        print(f"note: {advice} (--depth-range shot)")
     out = os.path.abspath(args.out) if args.out else generation.output_directory()
     paths = []
     for frame in args.frames:

@@ -82,6 +82,9 @@ class SDBLENDER_OT_generate_frames(bpy.types.Operator):
         show = scene.sd_blender.apply_to != "NONE"
         FRAMES.start(ActiveFrames(batch, scene.name, scene.frame_start, paths, show))
         self.report({"INFO"}, f"frames {scene.frame_start}-{scene.frame_end} sent to {url} from a background process")
+        advice = generation.frames_depth_advice(scene.sd_blender)
+        if advice:
+            self.report({"WARNING"}, advice)
         return {"FINISHED"}
 
 

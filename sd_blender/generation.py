@@ -122,6 +122,14 @@ def frame_paths(scene, frames, output_dir=None):
     return [os.path.join(folder, frame_file_stem(scene, frame) + ".png") for frame in frames]
 
 
+def frames_depth_advice(settings):
+    """A warning for frames whose depth range is measured per frame, else None."""
+    if settings.depth_range_mode == "AUTO" and any(unit.enabled and unit.kind == "depth" for unit in settings.control_units):
+        return ("the depth range is measured per frame (Auto), so its scale can jump between frames: "
+                "the Shot depth range keeps one range over the scene's frame range")
+    return None
+
+
 def frames_problem(scene):
     """What to fix before generating the scene's frames, or None."""
     if scene.sd_blender.num_images != 1:
