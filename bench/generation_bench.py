@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO_ROOT / "server"))
 
 from sd_blender_server import registry  # noqa: E402
 from sd_blender_server.cli import quiet_libraries  # noqa: E402
-from sd_blender_server.engine import GenerationEngine, carried_tokenizers, resolve_device, resolve_dtype  # noqa: E402
+from sd_blender_server.engine import GenerationEngine, resolve_device, resolve_dtype  # noqa: E402
+from sd_blender_server.model_sources import carried_tokenizers  # noqa: E402
 from sd_blender_server.images import encode_png  # noqa: E402
 from sd_blender_server.schemas import JobRequest  # noqa: E402
 

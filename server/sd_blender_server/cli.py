@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import images, schemas
     from .api import create_app
-    from .engine import GenerationEngine, ModelLoadError
+    from .engine import GenerationEngine
+    from .model_sources import ModelLoadError
     from .jobs import JobQueue
 
     schemas.MAX_PIXELS = args.max_pixels

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import re
 import secrets
 import warnings
 from collections.abc import Callable
@@ -42,8 +41,16 @@ from diffusers import (
 from PIL import Image
 
 from . import hub, tiny
-from . import registry as registry_module
 from .images import a1111_lora_hash, a1111_model_hash
+from .model_sources import (
+    ModelLoadError,
+    ModelSource,
+    carried_tokenizers,
+    load_model,
+    resolve_source,
+    single_file_config,
+    source_of_entry,
+)
 from .registry import UNION, Entry, Registry
 from .schemas import SCHEDULERS, Control, JobRequest
 
@@ -53,7 +60,6 @@ warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", categor
 # diffusers still passes an argument huggingface_hub ignores now.
 warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 _SCHEDULER_CLASSES = {
@@ -77,19 +83,6 @@ UNION_CONTROL_MODES = {"openpose": 0, "depth": 1, "lineart": 3, "canny": 3, "nor
 
 class JobCancelled(Exception):
     """Raised from the step callback when the job was cancelled."""
-
-
-class ModelLoadError(Exception):
-    """A model could not be loaded; the message is one line meant for the user."""
-
-
-@dataclass
-class ModelSource:
-    name: str  # as the user gave it
-    kind: str  # tiny | hub | folder | file
-    location: str  # a path, or the hub id
-    family: str | None = None  # sd15 | sd2 | sdxl | tiny | None (unknown)
-    union: bool = False  # an SDXL ControlNet Union model: one ControlNet, several control types
 
 
 @dataclass
@@ -122,100 +115,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_source(name: str, cache_dir: str | None, control_type: str | None = None) -> ModelSource:
-    """Where `name` (hub id, folder, .safetensors file or `tiny`) is loaded from; a ControlNet
-    served for the type `union` is a ControlNet Union model."""
-    if control_type == UNION:
-        return dataclasses.replace(resolve_source(name, cache_dir), family="sdxl", union=True)
-    if name == "tiny":
-        model_dir = tiny.tiny_model_dir(cache_dir)
-        folder = tiny.controlnet_dir(model_dir, control_type) if control_type else model_dir / "pipeline"
-        return ModelSource(name, "tiny", str(folder), "tiny")
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return ModelSource(name, "folder", str(path), registry_module.folder_kind_family(path)[1])
-    if path.is_file() or path.suffix in (".safetensors", ".ckpt"):
-        return ModelSource(name, "file", str(path), _file_family(path))
-    if _HUB_ID.match(name):
-        return ModelSource(name, "hub", name, hub.family(name))
-    return ModelSource(name, "folder", str(path))
-
-
-def _file_family(path: Path) -> str | None:
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
-        return None
-    try:
-        return registry_module.classify_safetensors(registry_module.read_safetensors_header(path))[1]
-    except (OSError, ValueError):
-        return None
-
-
-def _source_of(entry: Entry) -> ModelSource:
-    return ModelSource(entry.name, entry.source, entry.location, entry.family, union=entry.control_type == UNION)
-
-
-def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
-    """The diffusers configuration folder passed to from_single_file, so nothing is fetched."""
-    if not source.location.lower().endswith(".safetensors"):
-        raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
-    try:
-        reason = registry_module.unsupported_reason(registry_module.read_safetensors_header(source.location))
-    except (OSError, ValueError):
-        reason = None  # a missing or broken file is reported by _load
-    if reason is not None:
-        raise ModelLoadError(f"model '{source.name}' is not loaded: {reason}")
-    if source.family == "tiny":
-        return str(tiny.ensure_tiny_model(cache_dir) / "pipeline")
-    folder = registry_module.config_folder(source.family)
-    if folder is None:
-        raise ModelLoadError(
-            f"cannot load model '{source.name}': no configuration for its family ({source.family or 'unknown'}); "
-            "this server carries configurations for sd15 and sdxl single files"
-        )
-    return str(folder)
-
-
-def carried_tokenizers(family: str | None) -> dict:
-    """The CLIP tokenizers of SD 1.5 (`tokenizer`) and SDXL (`tokenizer`, `tokenizer_2`) from the
-    vocabulary the server carries (OpenAI CLIP's BPE, MIT licence): single files hold no tokenizer."""
-    if family not in ("sd15", "sdxl"):
-        return {}
-    from transformers import CLIPTokenizer
-
-    folder = registry_module.CONFIGS_DIR / "clip"
-    files = (str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tokenizers = {"tokenizer": CLIPTokenizer(*files, model_max_length=77)}
-    if family == "sdxl":
-        tokenizers["tokenizer_2"] = CLIPTokenizer(*files, model_max_length=77, pad_token="!")
-    return tokenizers
-
-
 def with_seed(request: JobRequest) -> JobRequest:
     """The request with its seed chosen: a null seed becomes a random one in [0, 2**32)."""
     if request.seed is not None:
         return request
     return request.model_copy(update={"seed": secrets.randbelow(2**32)})
-
-
-def _load(model_class, source: ModelSource, cache_dir: str | None, **options):
-    """`from_pretrained` (hub id or folder) or `from_single_file`, with one-line errors."""
-    if source.kind == "tiny":
-        tiny.ensure_tiny_model(cache_dir)
-    elif source.kind != "hub" and not Path(source.location).exists():
-        raise ModelLoadError(f"model '{source.name}' not found: no such file or folder {source.location}")
-    if source.kind == "file" and not source.location.lower().endswith(".safetensors"):
-        raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
-    try:
-        if source.kind == "file":
-            return model_class.from_single_file(source.location, local_files_only=True, **options)
-        # Only safetensors weights: a folder or repository with only pickle (.bin) weights is refused.
-        return model_class.from_pretrained(source.location, use_safetensors=True, **options)
-    except Exception as error:
-        if source.kind == "hub":
-            log.debug("loading %s from the hub failed", source.name, exc_info=True)
-            raise ModelLoadError(hub.load_error_message(source.name, error)) from error
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise ModelLoadError(f"cannot load model '{source.name}' from {source.location}: {detail}") from error
 
 
 def _control_arguments(request: JobRequest, controlnets: list, img2img: bool) -> dict:
@@ -319,7 +223,7 @@ class GenerationEngine:
 
     def _controlnet_source(self, key: str) -> ModelSource:
         if key.startswith(_REGISTRY_KEY):
-            return _source_of(self.registry.get("controlnet", key[len(_REGISTRY_KEY):]))
+            return source_of_entry(self.registry.get("controlnet", key[len(_REGISTRY_KEY):]))
         return self.controlnet_sources[key]
 
     def controlnet_key(self, control: Control) -> str:
@@ -348,7 +252,7 @@ class GenerationEngine:
         entry = self.registry.get("base", name)
         if entry is None:
             raise ValueError(f"no base model named '{name}'; this server has {', '.join(self.registry.names('base'))}")
-        return _source_of(entry)
+        return source_of_entry(entry)
 
     def check(self, request: JobRequest) -> list[tuple[tuple, str]]:
         """What the server cannot run in a request, as (location, message) pairs; [] when it can."""
@@ -447,7 +351,7 @@ class GenerationEngine:
             options.update(carried_tokenizers(source.family))
         if source.family != "sdxl":
             options.update(safety_checker=None, requires_safety_checker=False)
-        pipeline = _load(_pipelines_for(source.family)[0], source, self._cache_dir, torch_dtype=self.dtype, **options)
+        pipeline = load_model(_pipelines_for(source.family)[0], source, self._cache_dir, torch_dtype=self.dtype, **options)
         try:
             pipeline.to(self.device)
         except Exception as error:
@@ -486,7 +390,7 @@ class GenerationEngine:
                 else str(Path(folder) / "controlnet")
             )
         model_class = ControlNetUnionModel if source.union else ControlNetModel
-        model = _load(model_class, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
+        model = load_model(model_class, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
         self._controlnets[key] = model
         counts = self.load_counts.controlnets
         counts[key] = counts.get(key, 0) + 1

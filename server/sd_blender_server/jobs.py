@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 import torch
 
-from .engine import GenerationEngine, JobCancelled, ModelLoadError, with_seed
+from .engine import GenerationEngine, JobCancelled, with_seed
+from .model_sources import ModelLoadError
 from .images import encode_png
 from .schemas import JobRequest
 

@@ -65,7 +65,7 @@ def toy_sdxl_pipeline(seed: int = 0):
     """A StableDiffusionXLPipeline shaped like the carried SDXL configuration at toy sizes, with
     the carried CLIP tokenizers (the ones the server gives SDXL single files)."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from sd_blender_server.engine import carried_tokenizers
+    from sd_blender_server.model_sources import carried_tokenizers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizers = carried_tokenizers("sdxl")

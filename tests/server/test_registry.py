@@ -371,7 +371,7 @@ def test_missing_models_dir_exits_2_with_one_line(tmp_path):
 
 
 def test_carried_configs_and_tokenizers_describe_sd15_and_sdxl():
-    from sd_blender_server.engine import carried_tokenizers
+    from sd_blender_server.model_sources import carried_tokenizers
     from sd_blender_server.registry import CONFIGS_DIR, folder_kind_family
 
     assert folder_kind_family(CONFIGS_DIR / "sd15") == ("base", "sd15")
@@ -541,7 +541,8 @@ def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
 
 
 def test_a_diffusers_folder_with_only_pickle_weights_is_refused(tiny_cache, tmp_path):
-    from sd_blender_server.engine import GenerationEngine, ModelLoadError
+    from sd_blender_server.engine import GenerationEngine
+    from sd_blender_server.model_sources import ModelLoadError
 
     folder = tmp_path / "models" / "checkpoints" / "pickled"
     shutil.copytree(ensure_tiny_model(tiny_cache) / "pipeline", folder)

@@ -291,7 +291,8 @@ UNSUPPORTED = {
 
 
 def test_formats_that_cannot_run_are_refused_with_their_reason(tmp_path, tiny_cache):
-    from sd_blender_server.engine import GenerationEngine, ModelLoadError
+    from sd_blender_server.engine import GenerationEngine
+    from sd_blender_server.model_sources import ModelLoadError
 
     models = tmp_path / "webui" / "models"
     for (folder, name), (shapes, _) in UNSUPPORTED.items():
