@@ -147,17 +147,17 @@ def start_frames(scene, server_url, token):
     paths = frame_paths(scene, frames)  # named after this file, not the copy
     copy = os.path.join(tempfile.mkdtemp(prefix="sd_blender_frames_"), blend_name)
     bpy.ops.wm.save_as_mainfile(filepath=copy, copy=True)
-    arguments = ["generate", "--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
+    arguments = ["generate", copy, "--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
                  "--out", os.path.dirname(paths[0]), "--server", server_url]
     # The token goes in the environment, not on the command line where other users see it.
     environment = {**os.environ, "SD_BLENDER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     if bpy.app.binary_path:  # Blender's own binary, in the background, with this add-on's command
-        command = [bpy.app.binary_path, "--background", copy, "--command", "sd_blender", *arguments]
+        command = [bpy.app.binary_path, "--background", "--command", "sd_blender", *arguments]
     else:  # Blender as a Python module (no binary): that Python, with this package
         package_folder = os.path.dirname(os.path.abspath(__file__))
         paths_before = [environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []
         environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package_folder), *paths_before])
-        command = [sys.executable, "-m", os.path.basename(package_folder), arguments[0], copy, *arguments[1:]]
+        command = [sys.executable, "-m", os.path.basename(package_folder), *arguments]
     return FrameBatch(command, paths, environment).start()
 
 

@@ -1,5 +1,5 @@
 """Generate Frames from the panel: a background process (here `python -m sd_blender`, as Blender
-runs as a Python module; a Blender binary would run `blender -b COPY.blend -c sd_blender ...`)
+runs as a Python module; a Blender binary runs `blender -b -c sd_blender generate COPY.blend ...`)
 generates the frame range against the live tiny-model server while Blender stays free."""
 import os
 import time
