@@ -20,7 +20,6 @@ class ActiveFrames:
     batch: FrameBatch
     scene_name: str
     first_frame: int
-    paths: tuple
     show: bool  # as the camera background when done (the panel's Apply as is not "Image only")
     outcome: str = ""
     file_changed: bool = False  # another file was opened meanwhile: the frames are kept, not shown
@@ -52,7 +51,7 @@ def finish_frames(active, snapshot):
     if not active.show or scene is None:
         return snapshot.message
     try:
-        generation.apply_frames_as_background(scene, active.paths, active.first_frame)
+        generation.apply_frames_as_background(scene, active.batch.frame_paths, active.first_frame)
     except ValueError as error:
         return f"{snapshot.message}; not shown: {error}"
     return f"{snapshot.message}; shown behind the camera view as an image sequence"
@@ -78,9 +77,7 @@ class SDBLENDER_OT_generate_frames(bpy.types.Operator):
             return {"CANCELLED"}
         url, token = server_settings(context)
         batch = generation.start_frames(scene, url, token)
-        paths = tuple(generation.frame_paths(scene, range(scene.frame_start, scene.frame_end + 1)))
-        show = scene.sd_blender.apply_to != "NONE"
-        FRAMES.start(ActiveFrames(batch, scene.name, scene.frame_start, paths, show))
+        FRAMES.start(ActiveFrames(batch, scene.name, scene.frame_start, show=scene.sd_blender.apply_to != "NONE"))
         self.report({"INFO"}, f"frames {scene.frame_start}-{scene.frame_end} sent to {url} from a background process")
         advice = generation.frames_depth_advice(scene.sd_blender)
         if advice:

@@ -40,7 +40,7 @@ class FrameBatch:
     def __init__(self, command, frame_paths, env=None):
         """`command` writes frame_paths[i] for the i-th frame; `env` is its environment."""
         self._command = command
-        self._frame_paths = tuple(frame_paths)
+        self.frame_paths = tuple(frame_paths)
         self._env = env
         self._lock = threading.Lock()
         self._state = RUNNING
@@ -76,17 +76,17 @@ class FrameBatch:
         return self.snapshot()
 
     def snapshot(self):
-        frames_done = sum(os.path.exists(path) for path in self._frame_paths)
+        frames_done = sum(os.path.exists(path) for path in self.frame_paths)
         with self._lock:
             state, message = self._state, self._message(frames_done)
-        return BatchSnapshot(state, frames_done, len(self._frame_paths), message)
+        return BatchSnapshot(state, frames_done, len(self.frame_paths), message)
 
     def _message(self, frames_done):
-        count = len(self._frame_paths)
+        count = len(self.frame_paths)
         if self._state == RUNNING:
             return f"frame {min(frames_done + 1, count)} of {count}: {self._last_words}".rstrip(": ")
         if self._state == DONE:
-            return f"done: {count} frames in {os.path.dirname(self._frame_paths[0])}"
+            return f"done: {count} frames in {os.path.dirname(self.frame_paths[0])}"
         kept = f"{frames_done} of {count} frames done and kept; generating the frames again goes on from there"
         if self._state == CANCELLED:
             return f"cancelled: {kept}"

@@ -48,9 +48,9 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
     snapshot = active.batch.snapshot()
     assert snapshot.state == "done", snapshot.message
     assert (snapshot.frames_done, snapshot.fraction) == (2, 1.0)
-    names = [os.path.basename(path) for path in active.paths]
+    names = [os.path.basename(path) for path in active.batch.frame_paths]
     assert names == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
-    assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.paths)
+    assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.batch.frame_paths)
     assert active.outcome == f"done: 2 frames in {tmp_path / 'sd_blender'}; shown behind the camera view as an image sequence"
     (background,) = frame_range.camera.data.background_images
     assert background.image.source == 'SEQUENCE'
@@ -60,7 +60,7 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
 def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_range, server):  # noqa: F811
     frame_range.frame_end = 1
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
-    (first,) = run_frames_timer_until_done().paths
+    (first,) = run_frames_timer_until_done().batch.frame_paths
     first_written = os.stat(first).st_mtime_ns
 
     frame_range.frame_end = 3
@@ -80,7 +80,7 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     active = run_frames_timer_until_done()
     assert active.batch.snapshot().state == "done", active.batch.snapshot().message
-    assert all(os.path.isfile(path) for path in active.paths) and len(active.paths) == 3
+    assert all(os.path.isfile(path) for path in active.batch.frame_paths) and len(active.batch.frame_paths) == 3
     assert os.stat(first).st_mtime_ns == first_written  # kept, not generated again
 
 
