@@ -76,7 +76,11 @@ class SDBLENDER_OT_generate_frames(bpy.types.Operator):
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         url, token = server_settings(context)
-        batch = generation.start_frames(scene, url, token)
+        try:
+            batch = generation.start_frames(scene, url, token)
+        except OSError as error:
+            self.report({"ERROR"}, f"could not start the background Blender for the frames: {error}")
+            return {"CANCELLED"}
         FRAMES.start(ActiveFrames(batch, scene.name, scene.frame_start, show=scene.sd_blender.apply_to != "NONE"))
         self.report({"INFO"}, f"frames {scene.frame_start}-{scene.frame_end} sent to {url} from a background process")
         advice = generation.frames_depth_advice(scene.sd_blender)
