@@ -48,13 +48,14 @@ class FrameBatch:
         self._error = ""  # the command line's own error line ("sd_blender: ...")
         self._cancel_requested = False
         self._process = None
+        self._watcher = threading.Thread(target=self._watch, name="sd_blender frames", daemon=True)
 
     def start(self):
         self._process = subprocess.Popen(
             self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", env=self._env,
         )
-        threading.Thread(target=self._watch, name="sd_blender frames", daemon=True).start()
+        self._watcher.start()
         return self
 
     def cancel(self):
@@ -72,7 +73,7 @@ class FrameBatch:
             self._process.terminate()
 
     def wait(self, timeout=None):
-        self._process.wait(timeout)
+        self._watcher.join(timeout)
         return self.snapshot()
 
     def snapshot(self):
@@ -86,7 +87,7 @@ class FrameBatch:
         if self._state == RUNNING:
             return f"frame {min(frames_done + 1, count)} of {count}: {self._last_words}".rstrip(": ")
         if self._state == DONE:
-            return f"done: {count} frames in {os.path.dirname(self.frame_paths[0])}"
+            return f"done: {count} frame(s) in {os.path.dirname(self.frame_paths[0])}"
         kept = f"{frames_done} of {count} frames done and kept; generating the frames again goes on from there"
         if self._state == CANCELLED:
             return f"cancelled: {kept}"

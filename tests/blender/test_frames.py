@@ -51,7 +51,7 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
     names = [os.path.basename(path) for path in active.batch.frame_paths]
     assert names == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
     assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.batch.frame_paths)
-    assert active.outcome == f"done: 2 frames in {tmp_path / 'sd_blender'}; shown behind the camera view as an image sequence"
+    assert active.outcome == f"done: 2 frame(s) in {tmp_path / 'sd_blender'}; shown behind the camera view as an image sequence"
     (background,) = frame_range.camera.data.background_images
     assert background.image.source == 'SEQUENCE'
     assert (background.image_user.frame_start, background.image_user.frame_duration) == (1, 2)

@@ -1,0 +1,59 @@
+"""The frame batch of the pure core, driving real child processes (small Python programs that
+behave as the command line's `generate --frames` does: write frame files, print, exit)."""
+import sys
+import time
+
+from sd_blender.core.frame_batch import CANCELLED, DONE, FAILED, FrameBatch
+
+WRITES_FIRST_FRAME_THEN_FAILS = """
+import pathlib, sys
+pathlib.Path(sys.argv[1]).write_bytes(b"frame 1")
+print("frame 2:", flush=True)
+print("sd_blender: frame 2: cannot reach the sd_blender server", flush=True)
+print("stopped at frame 2", flush=True)
+sys.exit(1)
+"""
+
+WORKS_UNTIL_INTERRUPTED = """
+import sys, time
+try:
+    while True:
+        print("  step 1 of 20", flush=True)
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+    sys.exit(1)
+"""
+
+
+def python(program, *arguments):
+    return [sys.executable, "-c", program, *arguments]
+
+
+def test_frames_written_are_counted_and_the_first_error_line_says_why_it_stopped(tmp_path):
+    paths = [tmp_path / f"shot_000{frame}.png" for frame in (1, 2, 3)]
+    snapshot = FrameBatch(python(WRITES_FIRST_FRAME_THEN_FAILS, str(paths[0])), paths).start().wait(60)
+    assert (snapshot.state, snapshot.frames_done, snapshot.frame_count) == (FAILED, 1, 3)
+    assert snapshot.message == ("frame 2: cannot reach the sd_blender server; 1 of 3 frames done and kept; "
+                                "generating the frames again goes on from there")
+
+
+def test_a_finished_batch_says_where_the_frames_are(tmp_path):
+    paths = [tmp_path / "shot_0001.png"]
+    paths[0].write_bytes(b"done before")
+    snapshot = FrameBatch(python("print('frame 1: done already')"), paths).start().wait(60)
+    assert (snapshot.state, snapshot.fraction) == (DONE, 1.0)
+    assert snapshot.message == f"done: 1 frame(s) in {tmp_path}"
+
+
+def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
+    batch = FrameBatch(python(WORKS_UNTIL_INTERRUPTED), [tmp_path / "a.png", tmp_path / "b.png"]).start()
+    deadline = time.monotonic() + 30
+    while "step 1 of 20" not in batch.snapshot().message:
+        assert time.monotonic() < deadline, batch.snapshot()
+        time.sleep(0.05)
+    assert batch.snapshot().message == "frame 1 of 2: step 1 of 20"
+    batch.cancel()
+    snapshot = batch.wait(30)
+    assert snapshot.state == CANCELLED
+    assert snapshot.message == "cancelled: 0 of 2 frames done and kept; generating the frames again goes on from there"
