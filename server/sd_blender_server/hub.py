@@ -7,8 +7,10 @@ HF_HUB_OFFLINE before anything here is imported, so nothing here touches the net
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -22,6 +24,11 @@ log = logging.getLogger(__name__)
 # connection into LocalEntryNotFoundError when nothing is cached. An HTTP answer (404, 401...) is
 # none of these.
 _UNREACHABLE = (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError, socket.gaierror)
+class HubUnreachable(ConnectionError):
+    """No direct connection to the hub's host (checked before asking it anything)."""
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 # model_index.json for a pipeline, config.json for a ControlNet; unet/config.json tells SD 1.5 from SD 2.
 _CONFIG_FILES = ("model_index.json", "config.json")
 
@@ -62,6 +69,7 @@ def fetch_family(repo_id: str) -> str | None:
     its family from them. None when the hub has no config to tell (the download that follows says
 what is missing); an unreachable hub raises at once."""
     log.info("downloading %s from the Hugging Face hub into %s", repo_id, hub_constants.HF_HUB_CACHE)
+    _check_connection()
     for filename in _CONFIG_FILES:
         try:
             path = Path(hf_hub_download(repo_id, filename))
@@ -77,6 +85,20 @@ what is missing); an unreachable hub raises at once."""
                 log.debug("no unet/config.json in %s", repo_id, exc_info=True)
         return registry.folder_kind_family(path.parent)[1]
     return None
+
+
+def _check_connection() -> None:
+    """Raise HubUnreachable at once when the hub's host cannot be reached directly (no network:
+    its name does not resolve, or nothing answers), instead of waiting through huggingface_hub's
+    retries (about 25 s). Behind a proxy only the proxy can tell: nothing is checked then."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    endpoint = urlsplit(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=10).close()
+    except OSError as error:
+        raise HubUnreachable(f"cannot connect to {hub_constants.ENDPOINT}: {error}") from error
 
 
 def _causes(error: BaseException):
@@ -95,7 +117,8 @@ def load_error_message(name: str, error: BaseException) -> str:
     """One line for a hub model that failed to load: not downloadable (and why), or what the hub
     answered (a missing file, an unknown repository, pickle-only weights)."""
     if is_unreachable(error):
-        why = "the server is offline (--offline)" if hub_constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        reason = next((f" ({cause})" for cause in _causes(error) if isinstance(cause, HubUnreachable)), "")
+        why = "the server is offline (--offline)" if hub_constants.HF_HUB_OFFLINE else f"the hub could not be reached{reason}"
         return (
             f"model '{name}' is not available offline: it is not in the Hugging Face cache "
             f"({hub_constants.HF_HUB_CACHE}) and {why} (details: --log-level debug)"
