@@ -145,7 +145,8 @@ def start_frames(scene, server_url, token):
     frames = range(scene.frame_start, scene.frame_end + 1)
     blend_name = os.path.basename(bpy.data.filepath) or "untitled.blend"
     paths = frame_paths(scene, frames)  # named after this file, not the copy
-    copy = os.path.join(tempfile.mkdtemp(prefix="sd_blender_frames_"), blend_name)
+    copy_folder = tempfile.mkdtemp(prefix="sd_blender_frames_")
+    copy = os.path.join(copy_folder, blend_name)
     bpy.ops.wm.save_as_mainfile(filepath=copy, copy=True)
     arguments = ["generate", copy, "--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
                  "--out", os.path.dirname(paths[0]), "--server", server_url]
@@ -158,7 +159,7 @@ def start_frames(scene, server_url, token):
         paths_before = [environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []
         environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package_folder), *paths_before])
         command = [sys.executable, "-m", os.path.basename(package_folder), *arguments]
-    return FrameBatch(command, paths, environment).start()
+    return FrameBatch(command, paths, environment, temporary_folder=copy_folder).start()
 
 
 def start_job(scene, client, output_dir=None, frame=None):

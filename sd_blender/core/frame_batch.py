@@ -5,6 +5,7 @@ Progress is read from the result folder: a frame is done when its file is there 
 line writes each file whole, once downloaded). The process's last words say why it stopped.
 """
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -37,11 +38,13 @@ class BatchSnapshot:
 
 
 class FrameBatch:
-    def __init__(self, command, frame_paths, env=None):
-        """`command` writes frame_paths[i] for the i-th frame; `env` is its environment."""
+    def __init__(self, command, frame_paths, env=None, temporary_folder=None):
+        """`command` writes frame_paths[i] for the i-th frame; `env` is its environment;
+        `temporary_folder` (the command's input) is removed once the command has ended."""
         self._command = command
         self.frame_paths = tuple(frame_paths)
         self._env = env
+        self.temporary_folder = temporary_folder
         self._lock = threading.Lock()
         self._state = RUNNING
         self._last_words = ""
@@ -103,6 +106,8 @@ class FrameBatch:
                 if line.startswith("sd_blender: ") and not self._error:
                     self._error = line.removeprefix("sd_blender: ")
         return_code = self._process.wait()
+        if self.temporary_folder:
+            shutil.rmtree(self.temporary_folder, ignore_errors=True)
         with self._lock:
             if return_code == 0:
                 self._state = DONE

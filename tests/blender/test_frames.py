@@ -44,10 +44,13 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     assert time.monotonic() - started < 2.0
     assert not bpy.ops.sd_blender.generate_frames.poll()  # one batch at a time
+    copy_folder = frames.current_frames().batch.temporary_folder
+    assert os.path.isfile(os.path.join(copy_folder, "shot.blend"))  # the file as it is now, for the background process
     active = run_frames_timer_until_done()
     snapshot = active.batch.snapshot()
     assert snapshot.state == "done", snapshot.message
     assert (snapshot.frames_done, snapshot.fraction) == (2, 1.0)
+    assert not os.path.exists(copy_folder)  # removed once the process ended
     names = [os.path.basename(path) for path in active.batch.frame_paths]
     assert names == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
     assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.batch.frame_paths)
