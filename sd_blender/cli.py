@@ -236,9 +236,8 @@ def _generate_frames(scene, client, args):
     if advice:
         print(f"note: {advice} (--depth-range shot)")
     out = os.path.abspath(args.out) if args.out else generation.output_directory()
-    paths = []
-    for frame in args.frames:
-        path = os.path.join(out, generation.frame_file_stem(scene, frame) + ".png")
+    paths = generation.frame_paths(scene, args.frames, out)
+    for frame, path in zip(args.frames, paths):
         if os.path.exists(path):
             print(f"frame {frame}: done already, kept {path}")
         else:
@@ -250,7 +249,6 @@ def _generate_frames(scene, client, args):
                       "it are kept: run the same command again to go on from there", file=sys.stderr)
                 return 1
             print(path)
-        paths.append(path)
     if "background" in args.apply:
         generation.apply_frames_as_background(scene, paths, args.frames.start)
     return _save_blend(args)

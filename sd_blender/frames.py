@@ -38,7 +38,7 @@ def current_frames():
 
 
 def frames_running():
-    return FRAMES.active is not None and not FRAMES.active.batch.snapshot().finished
+    return FRAMES.active is not None and not FRAMES.active.batch.finished
 
 
 def finish_frames(active, snapshot):

@@ -11,7 +11,7 @@ from .core.model_list import ModelList
 from .passes import PASS_KINDS, PassError, render_control_images, show_in_blender
 from .preferences import server_settings
 from .properties import APPLY_TARGETS, PASS_ITEMS, generation_size
-from .watched import redraw_sidebars, watch
+from .watched import areas, redraw_sidebars, watch
 
 POLL_INTERVAL = 0.2
 
@@ -62,10 +62,8 @@ def finish_generation(active, snapshot):
 
 
 def _show_in_image_editors(image):
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "IMAGE_EDITOR":
-                area.spaces.active.image = image
+    for area in areas("IMAGE_EDITOR"):
+        area.spaces.active.image = image
 
 
 def _selected_mesh_names(context):

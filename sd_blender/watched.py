@@ -55,11 +55,15 @@ def watch(timer, interval):
     return kind
 
 
-def redraw_sidebars():
+def areas(area_type):
+    """Every area of this type in every window."""
     for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+        yield from (area for area in window.screen.areas if area.type == area_type)
+
+
+def redraw_sidebars():
+    for area in areas("VIEW_3D"):
+        area.tag_redraw()
 
 
 @bpy.app.handlers.persistent

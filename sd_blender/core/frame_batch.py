@@ -75,6 +75,12 @@ class FrameBatch:
         if self._process.poll() is None:
             self._process.terminate()
 
+    @property
+    def finished(self):
+        """Whether the process has ended (no look at the result folder: cheap enough for a poll())."""
+        with self._lock:
+            return self._state != RUNNING
+
     def wait(self, timeout=None):
         self._watcher.join(timeout)
         return self.snapshot()

@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import images, schemas
     from .api import create_app
     from .engine import GenerationEngine
-    from .model_sources import ModelLoadError
     from .jobs import JobQueue
+    from .model_sources import ModelLoadError
 
     schemas.MAX_PIXELS = args.max_pixels
     images.set_max_input_pixels(4 * args.max_pixels)

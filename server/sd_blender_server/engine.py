@@ -306,7 +306,7 @@ class GenerationEngine:
     def _with_hub_family(self, source: ModelSource) -> ModelSource:
         """The source with its family read from the hub before its first download (a name says
         little), and remembered for /v1/models and the family checks."""
-        if source.kind != "hub" or source.union or hub.is_downloaded(source.location):
+        if source.kind != "hub" or source.union or not hub.first_download_ahead(source.location):
             return source
         try:
             family = hub.fetch_family(source.location)

@@ -60,8 +60,9 @@ def family(repo_id: str) -> str | None:
     return None
 
 
-def is_downloaded(repo_id: str) -> bool:
-    return hub_constants.HF_HUB_OFFLINE or cached_folder(repo_id) is not None
+def first_download_ahead(repo_id: str) -> bool:
+    """Whether loading this hub model will download it (online, and not in the cache)."""
+    return not hub_constants.HF_HUB_OFFLINE and cached_folder(repo_id) is None
 
 
 def fetch_family(repo_id: str) -> str | None:

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 import torch
 
 from .engine import GenerationEngine, JobCancelled, with_seed
-from .model_sources import ModelLoadError
 from .images import encode_png
+from .model_sources import ModelLoadError
 from .schemas import JobRequest
 
 log = logging.getLogger(__name__)
