@@ -17,14 +17,16 @@ import bpy
 from . import generation
 from .core.client import DEFAULT_SERVER_URL, ServerClient
 from .core.job import DONE
+from .core.files import clear_leftovers, write_whole
 from .core.openpose import openpose_json
-from .core.png import write_png
+from .core.png import is_whole_png, write_png
 from .passes import PASS_KINDS, PassError, render_control_images
 from .pose import scene_people
 from .properties import generation_size
 
 # generate option → scene setting it overrides (None leaves the scene's saved value).
 _SETTING_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler", "num_images")
+HOW_TO_RETRY = "run the command again"
 
 
 def _kinds(text):
@@ -156,8 +158,8 @@ def _apply_pass_arguments(settings, args):
 
 def _write_openpose_json(scene, width, height, folder):
     path = os.path.join(folder, f"openpose_{scene.frame_current:04d}.json")
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(openpose_json(scene_people(scene, width, height), width, height), file, indent=1)
+    keypoints = openpose_json(scene_people(scene, width, height), width, height)
+    write_whole(path, json.dumps(keypoints, indent=1).encode("utf-8"))
     return path
 
 
@@ -166,6 +168,7 @@ def run_passes(args):
     _apply_pass_arguments(scene.sd_blender, args)
     width, height = generation_size(scene)
     os.makedirs(args.out, exist_ok=True)
+    clear_leftovers(args.out)
     for frame in args.frames or [scene.frame_current]:
         scene.frame_set(frame)
         images = render_control_images(scene, args.kinds, width, height, generation.pass_options(scene, width, height))
@@ -236,27 +239,37 @@ def _generate_frames(scene, client, args):
     if advice:
         print(f"note: {advice} (--depth-range shot)")
     out = os.path.abspath(args.out) if args.out else generation.output_directory()
+    os.makedirs(out, exist_ok=True)
+    for name in clear_leftovers(out):
+        print(f"removed {name}, left half-written when an earlier run stopped")
     paths = generation.frame_paths(scene, args.frames, out)
     for frame, path in zip(args.frames, paths):
-        if os.path.exists(path):
+        if is_whole_png(path):
             print(f"frame {frame}: done already, kept {path}")
-        else:
-            scene.frame_set(frame)
-            print(f"frame {frame}:", flush=True)
-            snapshot = _wait_with_progress(generation.start_job(scene, client, out, frame=frame))
-            if snapshot.state != DONE:
-                print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
-                      "it are kept: run the same command again to go on from there", file=sys.stderr)
-                return 1
-            print(path)
+            continue
+        if os.path.exists(path):
+            os.remove(path)
+            print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
+        scene.frame_set(frame)
+        print(f"frame {frame}:", flush=True)
+        snapshot = _wait_with_progress(generation.start_job(scene, client, out, frame=frame, how_to_retry=HOW_TO_RETRY))
+        if snapshot.state != DONE:
+            print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
+                  "it are kept: run the same command again to go on from there", file=sys.stderr)
+            return 1
+        print(path)
     if "background" in args.apply:
         generation.apply_frames_as_background(scene, paths, args.frames.start)
     return _save_blend(args)
 
 
 def _save_blend(args):
+    """Blender saves to PATH@ and renames it into place once written: a failed save keeps PATH as it was."""
     if args.save_blend:
-        bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
+        try:
+            bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
+        except RuntimeError as error:
+            raise OSError(f"could not save {args.save_blend}: {str(error).strip()}") from None
         print(args.save_blend)
     return 0
 
@@ -267,7 +280,7 @@ def run_generate(args):
     client = ServerClient(args.server, args.token)
     if args.frames:
         return _generate_frames(scene, client, args)
-    job = generation.start_job(scene, client, args.out and os.path.abspath(args.out))
+    job = generation.start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY)
     snapshot = _wait_with_progress(job)
     print(snapshot.message)
     if snapshot.state != DONE:
@@ -285,6 +298,6 @@ def run(argv):
     args = build_parser().parse_args(argv)
     try:
         return {"passes": run_passes, "generate": run_generate}[args.command](args)
-    except (PassError, ValueError) as error:
+    except (PassError, ValueError, OSError) as error:
         print(f"sd_blender: error: {error}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ import bpy
 
 from . import apply
 from .core.frame_batch import FrameBatch
-from .core.job import GenerationJob
+from .core.job import PANEL_RETRY, GenerationJob
 from .core.png import encode_png
 from .core.pass_options import PassOptions
 from .core.request import ControlImage, GenerationSettings, build_job_request, control_type_for_pass
@@ -162,14 +162,16 @@ def start_frames(scene, server_url, token):
     return FrameBatch(command, paths, environment, temporary_folder=copy_folder).start()
 
 
-def start_job(scene, client, output_dir=None, frame=None):
+def start_job(scene, client, output_dir=None, frame=None, how_to_retry=PANEL_RETRY):
     """Render passes now, then hand the network part to a worker thread; returns at once. A
-    `frame`'s result is named after it (frame_file_stem), a still's after the time and seed."""
+    `frame`'s result is named after it (frame_file_stem), a still's after the time and seed.
+    `how_to_retry` completes the messages of a lost job ("... then press Generate")."""
     job_request = prepare_request(scene)
     output_dir = output_dir or output_directory()
     if frame is None:
-        return GenerationJob(client, job_request, output_dir, result_file_stem(scene)).start()
-    return GenerationJob(client, job_request, output_dir, frame_file_stem(scene, frame), seed_in_name=False).start()
+        return GenerationJob(client, job_request, output_dir, result_file_stem(scene), how_to_retry=how_to_retry).start()
+    return GenerationJob(client, job_request, output_dir, frame_file_stem(scene, frame), seed_in_name=False,
+                         how_to_retry=how_to_retry).start()
 
 
 def apply_frames_as_background(scene, paths, first_frame):

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from .client import ServerError
+from .files import clear_leftovers, write_whole
 
 SUBMITTING = "submitting"
 QUEUED = "queued"
@@ -54,12 +55,14 @@ def unique_path(directory, stem, suffix=".png"):
 # before it gives up and tells the user.
 RECONNECT_GRACE_SECONDS = 20.0
 QUEUE_FULL_RETRY_SECONDS = 5  # when a full server (429) does not say when to come back
+PANEL_RETRY = "press Generate"  # how the user runs a job again, for the messages of a lost job
 
 
 class GenerationJob:
     def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25,
-                 reconnect_grace=RECONNECT_GRACE_SECONDS, seed_in_name=True):
-        self._reconnect_grace = reconnect_grace
+                 reconnect_grace=None, seed_in_name=True, how_to_retry=PANEL_RETRY):
+        self._reconnect_grace = RECONNECT_GRACE_SECONDS if reconnect_grace is None else reconnect_grace
+        self._how_to_retry = how_to_retry
         self._client = client
         self._request = job_request
         self._output_dir = output_dir
@@ -101,6 +104,8 @@ class GenerationJob:
             self._update(state=FAILED, message=str(error))
         except OSError as error:
             self._update(state=FAILED, message=f"could not write the result: {error}")
+        except Exception as error:  # noqa: BLE001  a job always ends with a message, never a silent hang
+            self._update(state=FAILED, message=f"the job stopped on an unexpected error: {error!r}")
 
     def _submit(self):
         """The job's id on the server; a full queue (429) is waited out as the server's Retry-After
@@ -123,7 +128,7 @@ class GenerationJob:
             if self._cancel_requested.is_set() and not cancel_sent:
                 self._client.cancel(job_id)
                 cancel_sent = True
-            status = self._poll(job_id)
+            status = self._ask(self._client.job, job_id)
             if status["state"] in _SERVER_FINISHED_STATES:
                 break
             progress = status.get("progress") or {}
@@ -140,26 +145,27 @@ class GenerationJob:
         else:
             self._update(state=FAILED, message=f"the server could not generate: {status.get('error')}")
 
-    def _poll(self, job_id):
-        """The job's status; waits out a server that stops answering for up to the grace time."""
+    def _ask(self, call, *arguments):
+        """call(*arguments) once the job is on the server; a server that stops answering, or whose
+        answers are cut off, is asked again for up to the grace time."""
         lost_since = None
         while True:
             try:
-                return self._client.job(job_id)
+                return call(*arguments)
             except ServerError as error:
                 if error.status == 404:
                     raise ServerError(
                         "the server no longer knows this job: it was restarted, or the result expired. "
-                        "Press Generate to run it again."
+                        f"To generate it again, {self._how_to_retry}."
                     ) from None
-                if error.status is not None:
+                if not error.transient:
                     raise
                 lost_since = lost_since or time.monotonic()
                 waited = time.monotonic() - lost_since
                 if waited >= self._reconnect_grace:
                     raise ServerError(
                         f"lost the sd_blender server at {self._client.base_url} during the job "
-                        f"(no answer for {waited:.0f} s). Start it again, then press Generate."
+                        f"(no whole answer for {waited:.0f} s; last: {error}). Start it again, then {self._how_to_retry}."
                     ) from None
                 self._update(message=f"the server is not answering; retrying ({waited:.0f} s)")
                 time.sleep(self._poll_interval)
@@ -167,14 +173,14 @@ class GenerationJob:
     def _download(self, status):
         self._update(state=DOWNLOADING, message="downloading the result")
         os.makedirs(self._output_dir, exist_ok=True)
+        clear_leftovers(self._output_dir)
         seeds = (status.get("parameters") or {}).get("seeds") or []
         paths = []
         for index, url in enumerate(status["images"]):
             seed = seeds[index] if index < len(seeds) else index
-            data = self._client.download(url)  # fetched whole first: a lost server leaves no half file
+            data = self._ask(self._client.download, url)
             path = unique_path(self._output_dir, f"{self._file_stem}_{seed}" if self._seed_in_name else self._file_stem)
-            with open(path, "wb") as file:
-                file.write(data)
+            write_whole(path, data)
             paths.append(path)
         self._update(state=DONE, result_paths=tuple(paths),
                      message=f"done: {len(paths)} image(s) in {self._output_dir}")

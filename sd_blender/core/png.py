@@ -4,7 +4,11 @@ import zlib
 
 import numpy as np
 
+from .files import write_whole
+
 _COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels → PNG colour type (gray, RGB, RGBA)
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_END = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))  # a PNG's last 12 bytes
 
 
 def _chunk(kind, data):
@@ -25,7 +29,7 @@ def encode_png(pixels):
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
     rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, -1)], axis=1)
     return b"".join((
-        b"\x89PNG\r\n\x1a\n",
+        _SIGNATURE,
         _chunk(b"IHDR", header),
         _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
         _chunk(b"IEND", b""),
@@ -33,5 +37,18 @@ def encode_png(pixels):
 
 
 def write_png(path, pixels):
-    with open(path, "wb") as file:
-        file.write(encode_png(pixels))
+    write_whole(path, encode_png(pixels))
+
+
+def is_whole_png(path):
+    """Whether path is a PNG file that ends where a PNG ends (not cut off by a crash or a full
+    disk); reads 20 bytes, not the image."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(_SIGNATURE))
+            if file.seek(0, 2) < len(_SIGNATURE) + len(_END):
+                return False
+            file.seek(-len(_END), 2)
+            return start == _SIGNATURE and file.read() == _END
+    except OSError:
+        return False

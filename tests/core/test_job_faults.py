@@ -49,5 +49,5 @@ def test_a_restarted_server_that_lost_the_job_says_so(tiny_cache, tmp_path):
             snapshot = job.wait(timeout=60)
     assert snapshot.state == FAILED
     assert snapshot.message == (
-        "the server no longer knows this job: it was restarted, or the result expired. Press Generate to run it again."
+        "the server no longer knows this job: it was restarted, or the result expired. To generate it again, press Generate."
     )
