@@ -269,7 +269,8 @@ def _save_blend(args):
         try:
             bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
         except RuntimeError as error:
-            raise OSError(f"could not save {args.save_blend}: {str(error).strip()}") from None
+            raise OSError(f"could not save {args.save_blend} (Blender: {str(error).strip()}); a file already there "
+                          "is kept as it was: is the disk full, or the folder not writable?") from None
         print(args.save_blend)
     return 0
 

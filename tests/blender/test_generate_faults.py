@@ -2,9 +2,13 @@
 server killed mid-job, a full disk. The job always ends with a message saying what happened
 (never a silent hang), nothing half-written is left, shown or applied, and generating again works."""
 import resource
+import subprocess
+import sys
 
 import pytest
+from PIL import Image
 
+from conftest import REPO_ROOT
 from live_server import running_server
 from sd_blender import operators
 from sd_blender.core import job as job_module
@@ -98,3 +102,28 @@ def test_a_full_disk_fails_with_the_reason_and_leaves_no_partial_file(background
     assert failed.job.snapshot().state == "failed"
     assert failed.outcome == "could not write the result: [Errno 27] File too large"
     assert_nothing_written_or_applied(background_scene, tmp_path / "sd_blender")
+
+
+def test_a_blend_that_cannot_be_saved_keeps_the_file_there(background_scene, server, tmp_path):  # noqa: F811
+    """The command line's --save-blend on a full disk (a file-size limit above the result's size and
+    below the .blend's): exit 1 saying so, the .blend already there unchanged, the result whole."""
+    target = tmp_path / "applied.blend"
+    target.write_bytes(before := (tmp_path / "shot.blend").read_bytes())
+    out = tmp_path / "results"
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, resource.RLIM_INFINITY))
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "sd_blender", "generate", str(tmp_path / "shot.blend"), "--controls", "none",
+         "--steps", "2", "--server", server, "--out", str(out), "--apply", "background", "--save-blend", str(target)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, preexec_fn=small_disk,
+    )
+    assert completed.returncode == 1, completed.stdout[-3000:]
+    assert f"sd_blender: error: could not save {target} (Blender: " in completed.stderr
+    assert "a file already there is kept as it was: is the disk full, or the folder not writable?" in completed.stderr
+    assert target.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("applied")) == ["applied.blend"]
+    (result,) = out.iterdir()
+    with Image.open(result) as png:
+        png.load()
