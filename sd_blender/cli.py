@@ -16,8 +16,8 @@ import bpy
 
 from . import generation
 from .core.client import DEFAULT_SERVER_URL, ServerClient
-from .core.job import DONE
 from .core.files import clear_leftovers, write_whole
+from .core.job import DONE
 from .core.openpose import openpose_json
 from .core.png import is_whole_png, write_png
 from .passes import PASS_KINDS, PassError, render_control_images
