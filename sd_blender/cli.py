@@ -23,6 +23,7 @@ from .core.png import is_whole_png, write_png
 from .passes import PASS_KINDS, PassError, render_control_images
 from .pose import scene_people
 from .properties import generation_size
+from .saving import save_copy_whole
 
 # generate option → scene setting it overrides (None leaves the scene's saved value).
 _SETTING_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler", "num_images")
@@ -264,13 +265,8 @@ def _generate_frames(scene, client, args):
 
 
 def _save_blend(args):
-    """Blender saves to PATH@ and renames it into place once written: a failed save keeps PATH as it was."""
     if args.save_blend:
-        try:
-            bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save_blend))
-        except RuntimeError as error:
-            raise OSError(f"could not save {args.save_blend} (Blender: {str(error).strip()}); a file already there "
-                          "is kept as it was: is the disk full, or the folder not writable?") from None
+        save_copy_whole(os.path.abspath(args.save_blend))
         print(args.save_blend)
     return 0
 

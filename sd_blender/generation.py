@@ -15,6 +15,7 @@ from .core.request import ControlImage, GenerationSettings, build_job_request, c
 from .depth_range import depth_range
 from .passes import render_control_images
 from .properties import generation_size
+from .saving import save_copy_whole
 
 
 MAX_CONTROLS = 4  # the server's limits per job
@@ -147,7 +148,7 @@ def start_frames(scene, server_url, token):
     paths = frame_paths(scene, frames)  # named after this file, not the copy
     copy_folder = tempfile.mkdtemp(prefix="sd_blender_frames_")
     copy = os.path.join(copy_folder, blend_name)
-    bpy.ops.wm.save_as_mainfile(filepath=copy, copy=True)
+    save_copy_whole(copy)
     arguments = ["generate", copy, "--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
                  "--out", os.path.dirname(paths[0]), "--server", server_url]
     # The token goes in the environment, not on the command line where other users see it.

@@ -110,6 +110,7 @@ def test_a_blend_that_cannot_be_saved_keeps_the_file_there(background_scene, ser
     target = tmp_path / "applied.blend"
     target.write_bytes(before := (tmp_path / "shot.blend").read_bytes())
     out = tmp_path / "results"
+    names_before = sorted(path.name for path in tmp_path.iterdir())
 
     def small_disk():
         resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, resource.RLIM_INFINITY))
@@ -120,10 +121,11 @@ def test_a_blend_that_cannot_be_saved_keeps_the_file_there(background_scene, ser
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, preexec_fn=small_disk,
     )
     assert completed.returncode == 1, completed.stdout[-3000:]
-    assert f"sd_blender: error: could not save {target} (Blender: " in completed.stderr
+    # Blender 4.5 reports the failed write; 5.0 reports a cut-short save as done, and the check finds it.
+    assert f"sd_blender: error: could not save {target} (" in completed.stderr
     assert "a file already there is kept as it was: is the disk full, or the folder not writable?" in completed.stderr
     assert target.read_bytes() == before
-    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("applied")) == ["applied.blend"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*names_before, "results"])
     (result,) = out.iterdir()
     with Image.open(result) as png:
         png.load()

@@ -68,12 +68,13 @@ def test_a_write_that_hits_a_file_size_limit_fails_and_leaves_nothing(tmp_path):
 
 def test_only_leftovers_of_writers_that_are_gone_are_cleared(tmp_path):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = tmp_path / f".frame_0001.png.{int(ended.stdout)}-0a1b2c3d.part"
+    gone = [tmp_path / f".frame_0001.png.{int(ended.stdout)}-0a1b2c3d.part",
+            tmp_path / f".shot.blend.{int(ended.stdout)}-0a1b2c3d.part@"]  # Blender's own temporary name
     writing = tmp_path / f".frame_0002.png.{os.getpid()}-0a1b2c3d.part"  # this process is alive
     unrelated = [tmp_path / ".hidden.part", tmp_path / "frame_0003.png", tmp_path / "notes.txt"]
-    for path in [gone, writing, *unrelated]:
+    for path in [*gone, writing, *unrelated]:
         path.write_bytes(b"x")
-    assert clear_leftovers(tmp_path) == [gone.name]
+    assert sorted(clear_leftovers(tmp_path)) == sorted(path.name for path in gone)
     assert sorted(tmp_path.iterdir()) == sorted([writing, *unrelated])
     assert clear_leftovers(tmp_path / "missing") == []
 
