@@ -4,16 +4,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .images import decode_base64_image
 
@@ -78,15 +70,19 @@ class JobRequest(_Strict):
         False, description="ControlNet guess mode: the controls act without the prompt on the unconditional pass"
     )
 
-    @field_validator("height")
-    @classmethod
-    def _at_most_max_pixels(cls, height: int, info: ValidationInfo) -> int:
-        width = info.data.get("width")
-        if width is not None and width * height > MAX_PIXELS:
-            raise ValueError(
-                f"{width}x{height} is {width * height} pixels; this server's maximum is {MAX_PIXELS} (width x height)"
-            )
-        return height
+    @model_validator(mode="after")
+    def _at_most_max_pixels(self) -> JobRequest:
+        # After validation, so a defaulted width or height counts too (field validators skip defaults).
+        pixels = self.width * self.height
+        if pixels <= MAX_PIXELS:
+            return self
+        # The error names the size the client sent: width when it sent only width, else height.
+        field = "width" if self.model_fields_set & {"width", "height"} == {"width"} else "height"
+        message = f"{self.width}x{self.height} is {pixels} pixels; this server's maximum is {MAX_PIXELS} (width x height)"
+        error = InitErrorDetails(
+            type=PydanticCustomError("too_many_pixels", message), loc=(field,), input=getattr(self, field)
+        )
+        raise ValidationError.from_exception_data(type(self).__name__, [error])
 
     @model_validator(mode="after")
     def _img2img_runs_a_step(self) -> JobRequest:

@@ -110,6 +110,29 @@ def test_more_pixels_than_max_pixels_is_422_naming_height(limited):
     assert limited.post("/v1/jobs", json={"width": 512, "height": 512, "steps": 1}).status_code == 202
 
 
+def test_a_defaulted_height_counts_against_max_pixels(limited):
+    response = limited.post("/v1/jobs", json={"width": 2048})
+    assert response.status_code == 422
+    assert _messages(response) == ["width: 2048x512 is 1048576 pixels; this server's maximum is 262144 (width x height)"]
+    response = limited.post("/v1/jobs", json={"height": 1024})
+    assert _messages(response) == ["height: 512x1024 is 524288 pixels; this server's maximum is 262144 (width x height)"]
+
+
+@pytest.fixture(scope="module")
+def small_images(tiny_cache):
+    with running_server("--max-pixels", str(256 * 256), cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client
+
+
+def test_the_default_size_counts_against_max_pixels(small_images):
+    response = small_images.post("/v1/jobs", json={})
+    assert response.status_code == 422
+    assert _messages(response) == ["height: 512x512 is 262144 pixels; this server's maximum is 65536 (width x height)"]
+    accepted = small_images.post("/v1/jobs", json={"width": 256, "height": 256, "steps": 1})
+    assert accepted.status_code == 202
+
+
 def test_input_image_over_the_decode_limit_is_422(limited):
     # 4 x --max-pixels = 1048576: an image a little over is refused from its header.
     over = png_base64(1100, 1000)
