@@ -8,7 +8,9 @@ import json
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import Match
 
 from . import __version__
 from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
@@ -17,6 +19,7 @@ from .schemas import SCHEDULERS, ErrorDetail, JobCreated, JobRequest, JobStatus
 _KEEPALIVE_SECONDS = 15.0
 _POLL_SECONDS = 0.05
 MAX_BODY_BYTES = 64 * 1024 * 1024
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def _error_response(description: str, headers: dict | None = None) -> dict:
@@ -26,15 +29,42 @@ def _error_response(description: str, headers: dict | None = None) -> dict:
     return response
 
 
-# Error answers declared in the OpenAPI schema (422 is declared by FastAPI itself).
-_UNAUTHORIZED = {401: _error_response("missing or wrong bearer token (only when the server has a token)")}
+# Error answers declared in the OpenAPI schema (422 is declared by FastAPI itself, on every route
+# that takes parameters or a body).
+_TOO_LARGE = {413: _error_response("request body larger than --max-body-mb (any route)")}
+_UNAUTHORIZED = {
+    401: _error_response(
+        "missing or wrong bearer token (only when the server has a token)",
+        {"WWW-Authenticate": {"description": "always `Bearer`", "schema": {"type": "string"}, "required": True}},
+    )
+}
 _UNKNOWN_JOB = {404: _error_response("no such job, or its results expired (--keep-results, --result-ttl)")}
-_SUBMIT_ERRORS = {
-    413: _error_response("request body larger than --max-body-mb"),
+_QUEUE_FULL = {
     429: _error_response(
         "the queue is full (--max-queue); retry later",
-        {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
+        {
+            "Retry-After": {
+                "description": "seconds to wait before retrying",
+                "schema": {"type": "integer", "minimum": 1},
+                "required": True,
+            }
+        },
     ),
+}
+# The links a client (and the stateful fuzz test) follows from a submitted job's id.
+_JOB_ID = {"job_id": "$response.body#/id"}
+_SUBMITTED = {
+    202: {
+        "headers": {
+            "Location": {"description": "the job's status URL, /v1/jobs/{id}", "schema": {"type": "string"}, "required": True}
+        },
+        "links": {
+            "status": {"operationId": "getJob", "parameters": _JOB_ID},
+            "events": {"operationId": "getJobEvents", "parameters": _JOB_ID},
+            "image": {"operationId": "getJobImage", "parameters": {**_JOB_ID, "index": 0}},
+            "cancel": {"operationId": "cancelJob", "parameters": _JOB_ID},
+        },
+    }
 }
 
 
@@ -50,9 +80,64 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     """422 whose every message starts with the field it is about."""
     detail = []
     for item in error.errors():
-        message = str(item["msg"]).removeprefix("Value error, ")
-        detail.append({"loc": list(item["loc"]), "msg": f"{field_path(item['loc'])}: {message}", "type": item["type"]})
+        loc, message = list(item["loc"]), str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "json_invalid":
+            loc, message = ["body"], f"is not UTF-8 JSON: {item['ctx']['error']}"
+        detail.append({"loc": loc, "msg": f"{field_path(loc)}: {message}", "type": item["type"]})
     return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def _parse_json(body: bytes) -> object:
+    """A request body as JSON in UTF-8 (RFC 8259), any failure a JSONDecodeError saying what is wrong,
+    so FastAPI answers it as a validation error (422), not its undeclared 400."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        reason = f"byte {error.start} is not UTF-8 ({error.reason})"
+    except json.JSONDecodeError as error:
+        reason = str(error)
+    except RecursionError:
+        reason = "nested too deeply"
+    raise json.JSONDecodeError(reason, "", 0)
+
+
+class _Utf8JsonRequest(Request):
+    async def json(self) -> object:
+        if not hasattr(self, "_json"):
+            self._json = _parse_json(await self.body())
+        return self._json
+
+
+class _Utf8JsonRoute(APIRoute):
+    """A route that reads its JSON body with _parse_json."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def read_utf8_json(request: Request) -> Response:
+            return await handler(_Utf8JsonRequest(request.scope, request.receive))
+
+        return read_utf8_json
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at the request's path."""
+    return [
+        method
+        for method in _HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)
+    ]
+
+
+async def _method_not_allowed(request: Request, error: HTTPException) -> JSONResponse:
+    """405 whose Allow lists every method served at the path: Starlette's lists only those of the
+    first route whose path matches (GET for /v1/jobs/{id}, though DELETE is served there too)."""
+    allowed = ", ".join(_allowed_methods(request))
+    return JSONResponse(
+        status_code=405,
+        content={"detail": f"{request.method} is not allowed here; this path accepts {allowed}"},
+        headers={"Allow": allowed},
+    )
 
 
 async def _queue_full(request: Request, error: QueueFull) -> JSONResponse:
@@ -134,8 +219,9 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     cannot read the answers.
     """
     engine = jobs.engine
-    app = FastAPI(title="sd_blender server", version=__version__)
+    app = FastAPI(title="sd_blender server", version=__version__, responses=_TOO_LARGE)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(405, _method_not_allowed)
 
     async def _unknown_job(request: Request, error: UnknownJob) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": jobs.unknown_message(error.args[0])})
@@ -144,9 +230,11 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     app.add_exception_handler(JobFinished, _job_finished)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))], responses=_UNAUTHORIZED)
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(_bearer_check(token))], responses=_UNAUTHORIZED, route_class=_Utf8JsonRoute
+    )
 
-    @app.get("/health")
+    @app.get("/health", operation_id="health")
     def health() -> dict:
         description = engine.describe()
         return {
@@ -163,7 +251,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
             "finished_jobs": jobs.finished_count,
         }
 
-    @router.get("/models")
+    @router.get("/models", operation_id="listModels")
     def models() -> dict:
         description = engine.describe()
         return {
@@ -174,7 +262,9 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
             "schedulers": list(SCHEDULERS),
         }
 
-    @router.post("/jobs", status_code=202, response_model=JobCreated, responses=_SUBMIT_ERRORS)
+    @router.post(
+        "/jobs", status_code=202, response_model=JobCreated, operation_id="submitJob", responses={**_SUBMITTED, **_QUEUE_FULL}
+    )
     def submit(body: JobRequest, response: Response) -> JobCreated:
         # Model, LoRA and ControlNet names resolve only to registry entries; families must match.
         unserved = [{"loc": loc, "msg": message, "type": "value_error"} for loc, message in engine.check(body)]
@@ -184,7 +274,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return JobCreated(id=job.id)
 
-    @router.get("/jobs/{job_id}", response_model=JobStatus, responses=_UNKNOWN_JOB)
+    @router.get("/jobs/{job_id}", response_model=JobStatus, operation_id="getJob", responses=_UNKNOWN_JOB)
     def status(job_id: str) -> dict:
         return jobs.status(job_id)
 
@@ -192,6 +282,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
         "/jobs/{job_id}",
         status_code=202,
         response_model=JobStatus,
+        operation_id="cancelJob",
         responses={**_UNKNOWN_JOB, 409: _error_response("the job has already finished")},
     )
     def cancel(job_id: str) -> dict:
@@ -200,6 +291,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     @router.get(
         "/jobs/{job_id}/images/{index}.png",
         response_class=Response,
+        operation_id="getJobImage",
         responses={200: {"content": {"image/png": {}}}, **_UNKNOWN_JOB},
     )
     def image(job_id: str, index: int) -> Response:
@@ -211,6 +303,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     @router.get(
         "/jobs/{job_id}/events",
         response_class=StreamingResponse,
+        operation_id="getJobEvents",
         responses={200: {"content": {"text/event-stream": {}}}, **_UNKNOWN_JOB},
     )
     async def events(job_id: str) -> StreamingResponse:

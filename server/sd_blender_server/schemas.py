@@ -76,7 +76,8 @@ class JobRequest(_Strict):
         pixels = self.width * self.height
         if pixels <= MAX_PIXELS:
             return self
-        # The error names the size the client sent: width when it sent only width, else height.
+        # The error names the size the client sent (width when it sent only width, else height), not the
+        # whole body as a ValueError raised here would.
         field = "width" if self.model_fields_set & {"width", "height"} == {"width"} else "height"
         message = f"{self.width}x{self.height} is {pixels} pixels; this server's maximum is {MAX_PIXELS} (width x height)"
         error = InitErrorDetails(

@@ -42,12 +42,18 @@ def test_the_addon_accepts_the_server_answer_for_a_submitted_request(client):
 
 def test_the_schema_declares_the_errors_clients_meet(client):
     paths = client.get("/openapi.json").json()["paths"]
-    declared = {(method, path): set(operation["responses"]) for path, item in paths.items() for method, operation in item.items()}
-    assert {"401", "413", "422", "429"} <= declared["post", "/v1/jobs"]
-    assert {"401", "404", "409"} <= declared["delete", "/v1/jobs/{job_id}"]
-    for route in (("get", "/v1/jobs/{job_id}"), ("get", "/v1/jobs/{job_id}/images/{index}.png"), ("get", "/v1/models")):
-        assert "401" in declared[route]
-    assert "Retry-After" in paths["/v1/jobs"]["post"]["responses"]["429"]["headers"]
+    declared = {(method, path): operation["responses"] for path, item in paths.items() for method, operation in item.items()}
+    for (method, path), responses in declared.items():
+        assert "413" in responses, (method, path)  # the body limit holds on every route
+        if path.startswith("/v1/"):
+            assert "WWW-Authenticate" in responses["401"]["headers"], (method, path)
+    assert {"202", "422", "429"} <= set(declared["post", "/v1/jobs"])
+    assert {"404", "409"} <= set(declared["delete", "/v1/jobs/{job_id}"])
+    assert {"404", "422"} <= set(declared["get", "/v1/jobs/{job_id}/images/{index}.png"])  # an index not a number
+    assert "Retry-After" in declared["post", "/v1/jobs"]["429"]["headers"]
+    submitted = declared["post", "/v1/jobs"]["202"]
+    assert "Location" in submitted["headers"]
+    assert {link["operationId"] for link in submitted["links"].values()} == {"getJob", "getJobEvents", "getJobImage", "cancelJob"}
     # A declared error answers in the declared shape: {"detail": "<one line>"}.
     unknown = client.get("/v1/jobs/no-such-job")
     assert unknown.status_code == 404 and list(unknown.json()) == ["detail"] and isinstance(unknown.json()["detail"], str)

@@ -97,6 +97,7 @@ def test_body_too_large_is_413(limited):
 
     chunked = limited.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
     assert chunked.status_code == 413
+    assert limited.request("GET", "/health", content=b" " * (2 * 2**20)).status_code == 413  # every route
     # Just under the limit is read and validated as usual.
     small = limited.post("/v1/jobs", json={"width": 64, "height": 64, "prompt": "x" * 5000, "negative_prompt": " " * 900_000})
     assert small.status_code == 422

@@ -45,9 +45,34 @@ def test_unknown_control_model_lists_the_controlnets(client):
     assert response.json()["detail"][0]["msg"] == "controls[0].model: no ControlNet named 'my-depth'; this server has tiny"
 
 
-def test_body_that_is_not_json_is_422(client):
-    response = client.post("/v1/jobs", content=b"{oops", headers={"content-type": "application/json"})
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{oops", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b"\xff\xfe{", "byte 0 is not UTF-8 (invalid start byte)"),
+        ('{"prompt": "a cabin"}'.encode("utf-16"), "byte 0 is not UTF-8 (invalid start byte)"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_body_that_is_not_utf8_json_is_422_naming_the_body(client, raw, words):
+    response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
+    assert response.json()["detail"] == [{"loc": ["body"], "msg": f"body: is not UTF-8 JSON: {words}", "type": "json_invalid"}]
+
+
+def _sample_path(template: str) -> str:
+    return template.replace("{job_id}", "0123abcd").replace("{index}", "0")
+
+
+def test_a_method_a_path_does_not_take_is_405_listing_every_method_it_takes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for template, operations in paths.items():
+        taken = sorted(method.upper() for method in operations)
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} - set(taken):
+            response = client.request(method, _sample_path(template))
+            assert response.status_code == 405, (method, template)
+            assert response.headers["allow"] == ", ".join(taken), (method, template)
+            assert response.json() == {"detail": f"{method} is not allowed here; this path accepts {', '.join(taken)}"}
 
 
 def test_unknown_job_and_missing_image_are_404(client):
