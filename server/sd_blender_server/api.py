@@ -66,6 +66,8 @@ _SUBMITTED = {
         },
     }
 }
+# Once a job's event stream has ended, the job has too: its images are there if it is done.
+_FIRST_IMAGE = {"operationId": "getJobImage", "parameters": {"job_id": "$request.path.job_id", "index": 0}}
 
 
 def field_path(loc: tuple | list) -> str:
@@ -304,7 +306,7 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
         "/jobs/{job_id}/events",
         response_class=StreamingResponse,
         operation_id="getJobEvents",
-        responses={200: {"content": {"text/event-stream": {}}}, **_UNKNOWN_JOB},
+        responses={200: {"content": {"text/event-stream": {}}, "links": {"image": _FIRST_IMAGE}}, **_UNKNOWN_JOB},
     )
     async def events(job_id: str) -> StreamingResponse:
         job = jobs.get(job_id)
