@@ -23,7 +23,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tools")]
 
 import bpy  # noqa: E402
 from demo_scene import build_demo_scene  # noqa: E402
-from sd_blender.passes import GEOMETRY_KINDS, render_control_images  # noqa: E402
+from sd_blender.scene.passes import GEOMETRY_KINDS, render_control_images  # noqa: E402
 
 
 def time_kinds(scene, kinds, size, runs):

@@ -1,14 +1,16 @@
 """sd_blender: ControlNet-conditioned Stable Diffusion from exact scene passes.
 
-The thin Blender layer (operators, panel, properties, passes, applying results) around a pure
-core (sd_blender.core) that never imports bpy.
+Three layers, each importing only those below it (docs/development.md): `ui` (the panel,
+operators, properties, preferences, runtime state, the command line) → `scene` (reading the
+scene, rendering passes, applying results, saving: bpy) → `core` (pure Python + numpy).
 """
 import bpy
 
-from . import cli, frames, operators, panels, pose, preferences, properties, watched
+from .ui import cli, frames, keypoint_overrides, operators, panels, preferences, properties, state
 
 _CLASSES = (
-    preferences.CLASSES + properties.CLASSES + pose.CLASSES + operators.CLASSES + frames.CLASSES + panels.CLASSES
+    preferences.CLASSES + properties.CLASSES + keypoint_overrides.CLASSES + operators.CLASSES + frames.CLASSES
+    + panels.CLASSES
 )
 _cli_handle = None
 
@@ -22,17 +24,17 @@ def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     properties.register_properties()
-    pose.register_properties()
-    watched.register_handlers()
+    keypoint_overrides.register_properties()
+    state.register_handlers()
     _cli_handle = bpy.utils.register_cli_command("sd_blender", _cli_command)
 
 
 def unregister():
     global _cli_handle
-    watched.unregister_handlers()
+    state.unregister_handlers()
     bpy.utils.unregister_cli_command(_cli_handle)
     _cli_handle = None
-    pose.unregister_properties()
+    keypoint_overrides.unregister_properties()
     properties.unregister_properties()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

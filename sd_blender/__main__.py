@@ -1,7 +1,8 @@
-"""`python -m sd_blender passes|generate ...` with the bpy module (see cli.py)."""
+"""`python -m sd_blender passes|generate ...` with the bpy module (see ui/cli.py)."""
 import sys
 
-from . import cli, register, unregister
+from . import register, unregister
+from .ui import cli
 
 register()
 try:

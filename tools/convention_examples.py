@@ -16,7 +16,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tools")]
 from demo_scene import build_demo_scene  # noqa: E402
 from sd_blender.core.pass_options import PassOptions  # noqa: E402
 from sd_blender.core.png import write_png  # noqa: E402
-from sd_blender.passes import PASS_KINDS, render_control_images  # noqa: E402
+from sd_blender.scene.passes import PASS_KINDS, render_control_images  # noqa: E402
 
 
 def main():

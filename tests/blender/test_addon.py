@@ -42,40 +42,40 @@ def test_control_units_are_added_removed_and_saved(registered, tmp_path):
 
 
 def test_every_pass_can_be_chosen_for_a_unit(registered):
-    from sd_blender.passes import PASS_KINDS
-    from sd_blender.properties import PASS_ITEMS
+    from sd_blender.scene.passes import PASS_KINDS
+    from sd_blender.ui.properties import PASS_ITEMS
 
     assert tuple(item[0] for item in PASS_ITEMS) == PASS_KINDS
 
 
 def test_too_many_units_or_start_after_end_are_refused_before_rendering(registered):
-    from sd_blender.generation import enabled_units
+    from sd_blender.scene.request import checked_units
 
     settings = registered.sd_blender
     unit = settings.control_units.add()
     unit.start, unit.end = 0.7, 0.3
     with pytest.raises(ValueError, match=r"depth control: Start \(0.70\) must be below End \(0.30\)"):
-        enabled_units(settings)
+        checked_units(settings)
     unit.start = 0.0
     for _ in range(4):
         settings.control_units.add()
     with pytest.raises(ValueError, match="5 control units are enabled; the server takes at most 4"):
-        enabled_units(settings)
+        checked_units(settings)
     settings.control_units[4].enabled = False
-    assert len(enabled_units(settings)) == 4
+    assert len(checked_units(settings)) == 4
 
 
 def test_more_than_eight_loras_are_refused_before_rendering(registered):
-    from sd_blender import operators
-    from sd_blender.generation import checked_loras
+    from sd_blender.scene.request import checked_loras
+    from sd_blender.ui import state
 
     settings = registered.sd_blender
     for index in range(9):
         settings.loras.add().name = f"style{index}"
-    before = operators.current_generation()
+    before = state.generation.active
     with pytest.raises(RuntimeError, match="9 LoRAs are enabled; the server takes at most 8: switch some off"):
         bpy.ops.sd_blender.generate()
-    assert operators.current_generation() is before  # nothing was sent
+    assert state.generation.active is before  # nothing was sent
     settings.loras[8].enabled = False
     assert len(checked_loras(settings)) == 8
 
@@ -92,7 +92,7 @@ def test_settings_are_saved_with_the_blend(registered, tmp_path):
 
 
 def test_generation_size_follows_the_scene_and_rounds_to_8(registered):
-    from sd_blender.properties import generation_size
+    from sd_blender.scene.request import generation_size
 
     registered.render.resolution_x, registered.render.resolution_y = 1001, 767
     registered.render.resolution_percentage = 50

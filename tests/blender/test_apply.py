@@ -7,7 +7,7 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from sd_blender import apply
+from sd_blender.scene import apply
 
 RED, GREEN, BLUE, YELLOW = (1, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 1), (1, 1, 0, 1)
 

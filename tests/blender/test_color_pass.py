@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scenes import add_camera, pixel_of, set_resolution
-from sd_blender.passes import render_control_images
+from sd_blender.scene.passes import render_control_images
 
 WIDTH, HEIGHT = 64, 48
 

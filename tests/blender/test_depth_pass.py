@@ -5,7 +5,7 @@ import pytest
 
 from scenes import add_camera, set_resolution, sphere_and_wall_scene
 from sd_blender.core.pass_options import PassOptions
-from sd_blender.passes import PassError, render_control_images, render_pass_buffers, show_in_blender
+from sd_blender.scene.passes import PassError, render_control_images, render_pass_buffers, show_in_blender
 
 CENTRE, WALL, EMPTY_CORNER = (64, 64), (64, 110), (5, 5)
 

@@ -1,13 +1,14 @@
 """Depth range modes: auto per frame, fixed, and one range over a shot (no flicker)."""
 import bpy
 import pytest
+from PIL import Image
 
 import sd_blender
 from scenes import sphere_and_wall_scene
 from sd_blender.core.depth import HIT_FLOOR
-from sd_blender.depth_range import depth_range, measure_shot_range
-from sd_blender.generation import pass_options
-from sd_blender.passes import PassError, render_control_images
+from sd_blender.scene.depth_range import depth_range, measure_shot_range, shot_needs_measuring
+from sd_blender.scene.request import pass_options
+from sd_blender.scene.passes import PassError, render_control_images
 
 SPHERE, WALL = (64, 64), (64, 110)
 
@@ -28,7 +29,7 @@ def scene(empty_scene):
 
 def depth_at(scene, frame, pixel):
     scene.frame_set(frame)
-    options = pass_options(scene, 128, 128)
+    options = pass_options(scene, ["depth"])
     return int(render_control_images(scene, ["depth"], 128, 128, options)["depth"][pixel])
 
 
@@ -36,8 +37,19 @@ def test_auto_range_rescales_each_frame(scene):
     assert depth_at(scene, 1, WALL) != depth_at(scene, 2, WALL)  # the flicker the shot mode removes
 
 
+def test_reading_the_options_of_an_unmeasured_shot_measures_nothing_and_says_what_to_do(scene):
+    scene.sd_blender.depth_range_mode = "SHOT"
+    assert shot_needs_measuring(scene)
+    with pytest.raises(PassError, match=r"the Shot depth range is not measured over frames 1-3: press Measure Shot"):
+        pass_options(scene, ["depth"])
+    assert scene.sd_blender.depth_shot_frames == ""  # nothing written
+    assert pass_options(scene, ["normal"]).depth_range is None  # only the depth pass needs the range
+
+
 def test_a_shot_keeps_the_wall_at_one_brightness(scene):
     scene.sd_blender.depth_range_mode = "SHOT"
+    measure_shot_range(scene, 128, 128)
+    assert not shot_needs_measuring(scene)
     assert depth_at(scene, 1, WALL) == depth_at(scene, 2, WALL) == depth_at(scene, 3, WALL)
     settings = scene.sd_blender
     assert settings.depth_shot_frames == "1-3"
@@ -60,7 +72,7 @@ def test_fixed_range_maps_near_to_white_and_far_to_the_floor(scene):
     assert depth_at(scene, 1, WALL) == round(HIT_FLOOR * 255)
     settings.depth_near = 20.0
     with pytest.raises(PassError, match=r"Near \(20\) must be less than Far \(18\)"):
-        depth_range(scene, 128, 128)
+        depth_range(scene)
 
 
 def test_a_shot_that_sees_nothing_says_so(scene):
@@ -69,3 +81,23 @@ def test_a_shot_that_sees_nothing_says_so(scene):
             bpy.data.objects.remove(obj)
     with pytest.raises(PassError, match="the camera sees no surface in frames 1-3"):
         measure_shot_range(scene, 128, 128)
+
+
+def test_preview_passes_measures_an_unmeasured_shot_first(scene):
+    scene.sd_blender.depth_range_mode = "SHOT"
+    scene.sd_blender.control_units.add().kind = "depth"
+    assert bpy.ops.sd_blender.preview_passes() == {"FINISHED"}
+    assert scene.sd_blender.depth_shot_frames == "1-3"
+
+
+def test_the_command_line_measures_the_shot_as_its_first_step(scene, tmp_path, capsys):
+    from sd_blender.ui import cli
+
+    out = tmp_path / "passes"
+    arguments = ["passes", "--kinds", "depth", "--depth-range", "shot", "--frames", "1-3", "--out", str(out)]
+    assert cli.run(arguments) == 0
+    assert "measured over frames 1-3" in capsys.readouterr().out
+    walls = {int(Image.open(out / f"depth_000{frame}.png").getpixel(WALL[::-1])) for frame in (1, 2, 3)}
+    assert len(walls) == 1  # one range over the shot: the wall keeps its brightness
+    assert cli.run(arguments) == 0
+    assert "measured" not in capsys.readouterr().out  # measured once, for this frame range

@@ -19,7 +19,7 @@ from conftest import REPO_ROOT
 from live_server import running_server
 from rigs import NAMINGS, build_humanoid
 from scenes import sphere_and_wall_scene
-from sd_blender import operators
+from sd_blender.ui import operators, state
 from sd_blender.core.client import ServerClient
 
 
@@ -60,7 +60,7 @@ def run_timer_until_done(timeout=120):
         assert time.monotonic() < deadline, "generation did not finish"
         time.sleep(0.05)
     bpy.app.timers.unregister(operators.poll_generation)
-    return operators.current_generation()
+    return state.generation.active
 
 
 def test_generate_returns_at_once_and_applies_the_result_as_background(saved_scene, tmp_path, server):
@@ -72,7 +72,7 @@ def test_generate_returns_at_once_and_applies_the_result_as_background(saved_sce
     started = time.monotonic()
     assert bpy.ops.sd_blender.generate() == {"FINISHED"}
     returned_after = time.monotonic() - started
-    active = operators.current_generation()
+    active = state.generation.active
     assert not active.job.snapshot().finished
     deadline = time.monotonic() + 30
     while active.job.snapshot().job_id is None:  # the submit runs in the job's thread
@@ -274,7 +274,7 @@ def test_frames_take_one_image_each_and_no_texture(saved_scene, tmp_path):
 
 def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_path, capsys):
     """`blender -b shot.blend -c sd_blender passes ...` calls cli.run on the already open file."""
-    from sd_blender import cli
+    from sd_blender.ui import cli
 
     sphere_and_wall_scene(bpy.context.scene, size=64)
     assert cli.run(["passes", "--kinds", "depth", "--out", str(tmp_path)]) == 0
@@ -288,10 +288,10 @@ def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_pat
 def test_refresh_lists_the_servers_controlnets_for_the_units(addon):
     assert bpy.ops.sd_blender.refresh_models() == {"FINISHED"}  # returns before the answer
     deadline = time.monotonic() + 30
-    while operators.server_models.fetching:
+    while state.server_models.fetching:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert operators.server_models.names("depth") == ["tiny"]
-    assert operators.server_models.status.startswith("7 ControlNets on http://127.0.0.1:")
+    assert state.server_models.names("depth") == ["tiny"]
+    assert state.server_models.status.startswith("7 ControlNets on http://127.0.0.1:")
     if bpy.app.timers.is_registered(operators._redraw_when_models_arrive):
         bpy.app.timers.unregister(operators._redraw_when_models_arrive)

@@ -7,7 +7,7 @@ import time
 import bpy
 import pytest
 
-from sd_blender import frames
+from sd_blender.ui import frames, state
 from sd_blender.core.client import ServerClient
 from test_end_to_end import addon, saved_scene, server  # noqa: F401  (fixtures)
 
@@ -17,10 +17,10 @@ def run_frames_timer_until_done(timeout=240):
     assert bpy.app.timers.is_registered(frames.poll_frames)
     deadline = time.monotonic() + timeout
     while frames.poll_frames() is not None:
-        assert time.monotonic() < deadline, frames.current_frames().batch.snapshot()
+        assert time.monotonic() < deadline, state.frame_batch.active.batch.snapshot()
         time.sleep(0.1)
     bpy.app.timers.unregister(frames.poll_frames)
-    return frames.current_frames()
+    return state.frame_batch.active
 
 
 def wait_for(condition, what, timeout=120):
@@ -44,7 +44,7 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     assert time.monotonic() - started < 2.0
     assert not bpy.ops.sd_blender.generate_frames.poll()  # one batch at a time
-    copy_folder = frames.current_frames().batch.temporary_folder
+    copy_folder = state.frame_batch.active.batch.temporary_folder
     assert os.path.isfile(os.path.join(copy_folder, "shot.blend"))  # the file as it is now, for the background process
     active = run_frames_timer_until_done()
     snapshot = active.batch.snapshot()
@@ -70,7 +70,7 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
     client = ServerClient(server)
     ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # holds frame 2 queued
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
-    batch = frames.current_frames().batch
+    batch = state.frame_batch.active.batch
     wait_for(lambda: "queued on the server" in batch.snapshot().message, "frame 2 queued")
     assert batch.snapshot().message.startswith("frame 2 of 3")
     assert bpy.ops.sd_blender.cancel_frames() == {"FINISHED"}

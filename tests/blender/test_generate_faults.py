@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from live_server import running_server
-from sd_blender import operators
+from sd_blender.ui import operators, state
 from sd_blender.core import job as job_module
 from sd_blender.core.client import ServerClient
 from stand_in_server import PROXY_ERROR_PAGE, answering, cutting_off, stand_in
@@ -77,7 +77,7 @@ def test_a_server_killed_mid_job_fails_with_the_reason(background_scene, addon, 
         addon.server_url = doomed.url
         ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})
         assert bpy.ops.sd_blender.generate() == {"FINISHED"}
-        job = operators.current_generation().job
+        job = state.generation.active.job
         wait_for(lambda: job.snapshot().state == "queued", "the job queued behind the one ahead")
         doomed.process.kill()
         failed = run_timer_until_done()
@@ -94,7 +94,7 @@ def test_a_full_disk_fails_with_the_reason_and_leaves_no_partial_file(background
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # a result of 96x64 noise is larger
     try:
         assert bpy.ops.sd_blender.generate() == {"FINISHED"}
-        job = operators.current_generation().job
+        job = state.generation.active.job
         wait_for(lambda: job.snapshot().finished, "the job ended")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

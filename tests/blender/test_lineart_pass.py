@@ -7,7 +7,7 @@ import pytest
 
 from scenes import add_camera, add_cube, pixel_of, set_resolution
 from sd_blender.core.pass_options import PassOptions
-from sd_blender.passes import render_control_images
+from sd_blender.scene.passes import render_control_images
 
 SIZE = 128
 

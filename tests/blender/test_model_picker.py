@@ -11,9 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 from live_server import running_server, server_command
 from scenes import sphere_and_wall_scene
-from sd_blender import operators, panels
-from sd_blender.core.model_list import ModelList
-from sd_blender.properties import SDBLENDER_PG_lora, SDBLENDER_PG_settings
+from sd_blender.ui import operators, panels, state
+from sd_blender.ui.properties import SDBLENDER_PG_lora, SDBLENDER_PG_settings
 from test_end_to_end import addon, run_timer_until_done  # noqa: F401  (addon: the fixture)
 from test_panels import draw
 
@@ -52,8 +51,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def scene(addon, monkeypatch):  # noqa: F811  (the imported fixture)
-    monkeypatch.setattr(operators, "server_models", ModelList())  # as a fresh Blender session has it
+def scene(addon):  # noqa: F811  (the imported fixture)
+    state.reset()  # as a fresh Blender session has it
     scene = sphere_and_wall_scene(bpy.context.scene, size=64)
     scene.sd_blender.prompt, scene.sd_blender.steps = "a marble sphere", 2
     return scene
@@ -62,7 +61,7 @@ def scene(addon, monkeypatch):  # noqa: F811  (the imported fixture)
 def refresh_models():
     assert bpy.ops.sd_blender.refresh_models() == {"FINISHED"}  # returns before the answer
     deadline = time.monotonic() + 30
-    while operators.server_models.fetching:
+    while state.server_models.fetching:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     if bpy.app.timers.is_registered(operators._redraw_when_models_arrive):
@@ -128,10 +127,10 @@ def test_a_lora_for_another_family_is_reported_before_the_passes_are_rendered(sc
     add_lora(settings, "detail_sd15")
     refresh_models()
     assert ("label", CLASH) in draw(panels.SDBLENDER_PT_generate)
-    before = operators.current_generation()
+    before = state.generation.active
     with pytest.raises(RuntimeError, match=re.escape(CLASH)):
         bpy.ops.sd_blender.generate()
-    assert operators.current_generation() is before  # nothing was sent
+    assert state.generation.active is before  # nothing was sent
     settings.loras[0].enabled = False
     assert ("label", CLASH) not in draw(panels.SDBLENDER_PT_generate)
 

@@ -13,7 +13,7 @@ from scenes import (
     add_camera, add_cube, add_smooth_sphere, instance_collection, instance_with_geometry_nodes, pixel_of,
     set_resolution,
 )
-from sd_blender.passes import render_control_images, render_pass_buffers
+from sd_blender.scene.passes import render_control_images, render_pass_buffers
 
 SIZE = 96
 BACKGROUND = (128, 128, 255)

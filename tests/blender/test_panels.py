@@ -8,8 +8,7 @@ import pytest
 
 import sd_blender
 from scenes import sphere_and_wall_scene
-from sd_blender import operators, panels
-from sd_blender.core.model_list import ModelList
+from sd_blender.ui import operators, panels, state
 
 
 class CheckingLayout:
@@ -33,12 +32,12 @@ class CheckingLayout:
         self.drawn.append(("prop_search", name))
 
     def operator(self, idname, **kwargs):
-        module, name = idname.split(".")
-        assert hasattr(getattr(bpy.ops, module), name), idname
+        properties = CheckingOperatorProperties(idname)  # fails for an operator that is not registered
         self.drawn.append(("operator", idname))
-        return type("OperatorProperties", (), {})()
+        return properties
 
     def operator_menu_enum(self, idname, property_name, **kwargs):
+        assert property_name in operator_property_names(idname), f"{idname} has no property {property_name}"
         self.operator(idname)
 
     def template_list(self, list_type, list_id, data, name, active_data, active_name, **kwargs):
@@ -51,6 +50,38 @@ class CheckingLayout:
 
     def progress(self, **kwargs):
         self.drawn.append(("progress", kwargs.get("text")))
+
+
+def operator_property_names(idname):
+    """The operator's properties, from its RNA (bpy.ops answers any name, registered or not)."""
+    module, name = idname.split(".")
+    try:
+        rna = getattr(getattr(bpy.ops, module), name).get_rna_type()
+    except KeyError:
+        raise AssertionError(f"no operator {idname}") from None
+    return {prop.identifier for prop in rna.properties}
+
+
+class CheckingOperatorProperties:
+    """What layout.operator() returns: setting a property the operator does not have fails, as in Blender."""
+
+    def __init__(self, idname):
+        object.__setattr__(self, "_names", operator_property_names(idname))
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, name, value):
+        assert name in self._names, f"{self._idname} has no property {name}"
+
+
+def test_the_stand_in_layout_rejects_what_blender_would_not_find(scene):
+    layout = CheckingLayout([])
+    layout.operator("sd_blender.remove_lora").index = 0
+    with pytest.raises(AssertionError, match="sd_blender.remove_lora has no property idx"):
+        layout.operator("sd_blender.remove_lora").idx = 0
+    with pytest.raises(AssertionError, match="has no property nope"):
+        layout.operator_menu_enum("sd_blender.add_control_unit", "nope")
+    with pytest.raises(AssertionError, match="no operator sd_blender.no_such_operator"):
+        layout.operator("sd_blender.no_such_operator")
 
 
 def draw(panel_class):
@@ -81,8 +112,8 @@ def test_an_empty_unit_list_offers_quick_buttons(scene):
     assert ("label", "128 x 128 px (rounded to a multiple of 8)") in drawn
 
 
-def test_a_unit_shows_its_controlnet_and_the_model_list_status(scene, monkeypatch):
-    monkeypatch.setattr(operators, "server_models", ModelList())  # as a fresh Blender session has it
+def test_a_unit_shows_its_controlnet_and_the_model_list_status(scene):
+    state.reset()  # as a fresh Blender session has it
     bpy.ops.sd_blender.add_control_unit(kind="normal")
     drawn = draw(panels.SDBLENDER_PT_generate)
     assert ("prop", "model") in drawn and ("operator", "sd_blender.refresh_models") in drawn

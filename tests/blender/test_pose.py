@@ -26,7 +26,7 @@ from scenes import add_camera, set_resolution
 
 import sd_blender
 from sd_blender.core.keypoints import BODY_KEYPOINTS, HAND_KEYPOINTS
-from sd_blender.pose import rig_preset_name, scene_people
+from sd_blender.scene.pose import rig_preset_name, scene_people
 
 WIDTH, HEIGHT = 640, 512
 CAMERA = (0.0, -5.0, 1.0)

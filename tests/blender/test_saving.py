@@ -4,7 +4,7 @@ import bpy
 import pytest
 
 from sd_blender.core.files import is_whole_blend
-from sd_blender.saving import save_copy_whole
+from sd_blender.scene.saving import save_copy_whole
 
 
 @pytest.mark.parametrize("compress", [False, True])

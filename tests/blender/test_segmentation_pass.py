@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scenes import add_camera, add_cube, instance_collection, instance_with_geometry_nodes, pixel_of, set_resolution
-from sd_blender.passes import PassError, render_control_images
+from sd_blender.scene.passes import PassError, render_control_images
 
 SIZE = 128
 WALL, FLOOR, BOX, SKY, PERSON, TREE, RUG, GRASS = (

@@ -1,9 +1,10 @@
 """Per-scene generation settings, saved with the .blend."""
 import bpy
 
-from .core.lineart import DEFAULT_THRESHOLD
-from .core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass, round_to_multiple_of_8
-from .core.segmentation import ADE20K_CLASSES
+from ..core.lineart import DEFAULT_THRESHOLD
+from ..core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass
+from ..core.segmentation import ADE20K_CLASSES
+from . import state
 
 SCHEDULERS = (
     ("unipc", "UniPC", "UniPC multistep"),
@@ -41,14 +42,8 @@ DEPTH_RANGE_MODES = (
 )
 
 
-def _server_models():
-    from .operators import server_models  # operators imports this module
-
-    return server_models
-
-
 def _controlnet_names(unit, context, edit_text):
-    names = _server_models().names(control_type_for_pass(unit.kind))
+    names = state.server_models.names(control_type_for_pass(unit.kind))
     return [name for name in names if edit_text.lower() in name.lower()]
 
 
@@ -58,11 +53,11 @@ def _with_families(named_families, edit_text):
 
 
 def _base_model_names(settings, context, edit_text):
-    return _with_families(_server_models().base_models(), edit_text)
+    return _with_families(state.server_models.base_models(), edit_text)
 
 
 def _lora_names(lora, context, edit_text):
-    return _with_families(_server_models().loras(), edit_text)
+    return _with_families(state.server_models.loras(), edit_text)
 
 
 class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
@@ -158,17 +153,6 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
         description="How much of the render is repainted: 1 ignores it, small values keep it",
     )
     apply_to: bpy.props.EnumProperty(name="Apply as", items=APPLY_TARGETS, default="BACKGROUND")
-
-
-def generation_size(scene):
-    """(width, height) of passes and generation: both rounded to a multiple of 8."""
-    settings = scene.sd_blender
-    if settings.use_scene_resolution:
-        scale = scene.render.resolution_percentage / 100.0
-        width, height = scene.render.resolution_x * scale, scene.render.resolution_y * scale
-    else:
-        width, height = settings.width, settings.height
-    return round_to_multiple_of_8(width), round_to_multiple_of_8(height)
 
 
 def _segmentation_classes(owner, context, edit_text):

@@ -331,3 +331,31 @@ def _principled_bsdf(tree):
             if link.from_node.type == 'BSDF_PRINCIPLED':
                 return link.from_node
     return next((node for node in tree.nodes if node.type == 'BSDF_PRINCIPLED'), None)
+
+
+def apply_frames_as_background(scene, paths, first_frame):
+    """Show the frames' results (one a frame, from first_frame on) as the camera's background,
+    an image sequence that follows the timeline."""
+    if scene.camera is None:
+        raise ValueError("the scene has no active camera to show the frames behind")
+    apply_sequence_as_background(scene.camera, load_image(paths[0]), first_frame, len(paths))
+
+
+def apply_results(scene, paths, apply_to, object_names):
+    """Load the generated images into Blender and apply the first as asked. Returns the images."""
+    images = [load_image(path) for path in paths]
+    if not images or apply_to == "NONE":
+        return images
+    camera = scene.camera
+    if camera is None:
+        raise ValueError("the scene has no active camera to apply the result through")
+    if apply_to == "BACKGROUND":
+        apply_as_background(camera, images[0])
+    elif apply_to == "TEXTURE":
+        meshes = [bpy.data.objects[name] for name in object_names if name in bpy.data.objects]
+        if not meshes:
+            raise ValueError("select the mesh objects to texture before generating")
+        depth_image = projection_depth_image(scene, camera, images[0])  # one render for every mesh
+        for mesh_object in meshes:
+            apply_as_projected_texture(scene, camera, mesh_object, images[0], depth_image)
+    return images

@@ -1,41 +1,14 @@
 """OpenPose keypoints of the scene's armatures, seen through the active camera.
 
 Which bone is which keypoint is core/rigs.py's business; this reads the armatures a render would
-show, their bone names and keypoint overrides, their evaluated pose (actions, constraints and
-drivers at the depsgraph's frame) and projects the keypoints to pixels.
+show, their bone names and keypoint overrides (ui/keypoint_overrides.py defines and edits them),
+their evaluated pose (actions, constraints and drivers at the depsgraph's frame) and projects the
+keypoints to pixels.
 """
 import bpy
 from mathutils import Vector
 
-from .core.rigs import KEYPOINT_IDS, map_rig
-
-_ENDS = (("HEAD", "Head", "The bone's head (its root)"), ("TAIL", "Tail", "The bone's tail (its tip)"))
-
-
-class SDBLENDER_PG_keypoint_override(bpy.types.PropertyGroup):
-    """One keypoint placed on a bone by hand; it wins over the rig preset."""
-
-    keypoint: bpy.props.EnumProperty(
-        name="Keypoint",
-        items=[(keypoint, keypoint.replace("_", " ").replace(".", ": ").capitalize(), "") for keypoint in KEYPOINT_IDS],
-    )
-    bone: bpy.props.StringProperty(name="Bone", description="The bone the keypoint sits on")
-    end: bpy.props.EnumProperty(name="End", items=_ENDS, default="HEAD")
-
-
-CLASSES = (SDBLENDER_PG_keypoint_override,)
-
-
-def register_properties():
-    bpy.types.Armature.sd_blender_keypoints = bpy.props.CollectionProperty(
-        type=SDBLENDER_PG_keypoint_override,
-        name="OpenPose keypoints",
-        description="Keypoints placed on bones by hand, in place of the rig preset's",
-    )
-
-
-def unregister_properties():
-    del bpy.types.Armature.sd_blender_keypoints
+from ..core.rigs import map_rig
 
 
 def rig_map(armature_object):

@@ -1,21 +1,23 @@
 """Work that runs away from the UI thread (a worker thread, a background process) and that a
 timer on the UI thread watches: one piece at a time of each kind, kept after it ended so the
-panel can show its outcome."""
+panel can show its outcome. The pieces of work themselves are runtime state (state.py)."""
 import bpy
 
 
 class Watched:
     """The current work of one kind: `active` (None, or an object with `outcome`, set once it
-    ended, and `file_changed`), watched by `timer` every `interval` seconds."""
+    ended, and `file_changed`), watched every `interval` seconds by the timer it was started with."""
 
-    def __init__(self, timer, interval):
+    def __init__(self, interval):
         self.active = None
-        self._timer, self._interval = timer, interval
+        self.interval = interval
+        self._timer = None
 
-    def start(self, active):
-        self.active = active
+    def start(self, active, timer):
+        """Watch `active` with `timer`, a bpy.app.timers callback that calls poll()."""
+        self.active, self._timer = active, timer
         # Persistent: the work goes on (and its files are written) when another file is opened.
-        bpy.app.timers.register(self._timer, first_interval=self._interval, persistent=True)
+        bpy.app.timers.register(timer, first_interval=self.interval, persistent=True)
 
     def poll(self, snapshot_of, finish):
         """One tick of the timer: the seconds until the next, or None once the work has ended and
@@ -26,7 +28,7 @@ class Watched:
         snapshot = snapshot_of(active)
         redraw_sidebars()
         if not snapshot.finished:
-            return self._interval
+            return self.interval
         active.outcome = finish(active, snapshot)
         print(f"sd_blender: {active.outcome}")
         return None
@@ -41,18 +43,8 @@ class Watched:
             self.active.file_changed = True
 
     def stop_watching(self):
-        if bpy.app.timers.is_registered(self._timer):
+        if self._timer is not None and bpy.app.timers.is_registered(self._timer):
             bpy.app.timers.unregister(self._timer)
-
-
-_KINDS = []
-
-
-def watch(timer, interval):
-    """A new kind of watched work; `timer` is its bpy.app.timers callback."""
-    kind = Watched(timer, interval)
-    _KINDS.append(kind)
-    return kind
 
 
 def areas(area_type):
@@ -64,20 +56,3 @@ def areas(area_type):
 def redraw_sidebars():
     for area in areas("VIEW_3D"):
         area.tag_redraw()
-
-
-@bpy.app.handlers.persistent
-def _file_opened(*_args):
-    for kind in _KINDS:
-        kind.file_opened()
-
-
-def register_handlers():
-    bpy.app.handlers.load_post.append(_file_opened)
-
-
-def unregister_handlers():
-    for kind in _KINDS:
-        kind.stop_watching()
-    if _file_opened in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(_file_opened)

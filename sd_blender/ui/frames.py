@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import generation, operators
-from .core.frame_batch import DONE, FrameBatch
+from ..core.frame_batch import DONE, FrameBatch
+from ..scene.apply import apply_frames_as_background
+from ..scene.frame_range import frames_depth_advice, frames_problem, start_frames
+from ..scene.request import family_problem
+from . import operators, state
 from .preferences import server_settings
-from .watched import watch
-
-POLL_INTERVAL = 0.5
 
 
 @dataclass
@@ -27,18 +27,12 @@ class ActiveFrames:
 
 def poll_frames():
     """bpy.app.timers callback: None stops the timer."""
-    return FRAMES.poll(lambda active: active.batch.snapshot(), finish_frames)
-
-
-FRAMES = watch(poll_frames, POLL_INTERVAL)
-
-
-def current_frames():
-    return FRAMES.active
+    return state.frame_batch.poll(lambda active: active.batch.snapshot(), finish_frames)
 
 
 def frames_running():
-    return FRAMES.active is not None and not FRAMES.active.batch.finished
+    active = state.frame_batch.active
+    return active is not None and not active.batch.finished
 
 
 def finish_frames(active, snapshot):
@@ -51,7 +45,7 @@ def finish_frames(active, snapshot):
     if not active.show or scene is None:
         return snapshot.message
     try:
-        generation.apply_frames_as_background(scene, active.batch.frame_paths, active.first_frame)
+        apply_frames_as_background(scene, active.batch.frame_paths, active.first_frame)
     except ValueError as error:
         return f"{snapshot.message}; not shown: {error}"
     return f"{snapshot.message}; shown behind the camera view as an image sequence"
@@ -70,20 +64,20 @@ class SDBLENDER_OT_generate_frames(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        problem = generation.frames_problem(scene) or generation.family_problem(scene.sd_blender,
-                                                                                  operators.server_models)
+        problem = frames_problem(scene) or family_problem(scene.sd_blender, state.server_models)
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         url, token = server_settings(context)
         try:
-            batch = generation.start_frames(scene, url, token)
+            batch = start_frames(scene, url, token)
         except OSError as error:
             self.report({"ERROR"}, f"could not start the background Blender for the frames: {error}")
             return {"CANCELLED"}
-        FRAMES.start(ActiveFrames(batch, scene.name, scene.frame_start, show=scene.sd_blender.apply_to != "NONE"))
+        state.frame_batch.start(ActiveFrames(batch, scene.name, scene.frame_start,
+                                             show=scene.sd_blender.apply_to != "NONE"), poll_frames)
         self.report({"INFO"}, f"frames {scene.frame_start}-{scene.frame_end} sent to {url} from a background process")
-        advice = generation.frames_depth_advice(scene.sd_blender)
+        advice = frames_depth_advice(scene.sd_blender)
         if advice:
             self.report({"WARNING"}, advice)
         return {"FINISHED"}
@@ -100,7 +94,7 @@ class SDBLENDER_OT_cancel_frames(bpy.types.Operator):
         return frames_running()
 
     def execute(self, context):
-        FRAMES.active.batch.cancel()
+        state.frame_batch.active.batch.cancel()
         return {"FINISHED"}
 
 

@@ -27,12 +27,12 @@ from functools import cached_property
 import bpy
 import numpy as np
 
-from .core.depth import BACKGROUND_DISTANCE, inverse_depth_image
-from .core.lineart import edge_strength, line_image
-from .core.normal import camera_space_normals, normal_image, normals_from_angles
-from .core.openpose import draw_openpose
-from .core.pass_options import PassOptions
-from .core.segmentation import resolve_class, segmentation_image
+from ..core.depth import BACKGROUND_DISTANCE, inverse_depth_image
+from ..core.lineart import edge_strength, line_image
+from ..core.normal import camera_space_normals, normal_image, normals_from_angles
+from ..core.openpose import draw_openpose
+from ..core.pass_options import PassOptions
+from ..core.segmentation import resolve_class, segmentation_image
 from .pose import scene_people
 
 PASS_KINDS = ("depth", "normal", "openpose", "lineart", "canny", "seg", "color")

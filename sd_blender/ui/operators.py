@@ -4,18 +4,19 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import depth_range, generation
-from .core.client import ServerClient
-from .core.job import DONE, GenerationJob
-from .core.model_list import ModelList
-from .passes import PASS_KINDS, PassError, render_control_images, show_in_blender
+from ..core.client import ServerClient
+from ..core.job import DONE, GenerationJob
+from ..scene import depth_range
+from ..scene.apply import apply_results
+from ..scene.jobs import start_job
+from ..scene.passes import PASS_KINDS, PassError, render_control_images, show_in_blender
+from ..scene.request import family_problem, generation_size, pass_options, request_pass_kinds
+from . import state
 from .preferences import server_settings
-from .properties import APPLY_TARGETS, PASS_ITEMS, generation_size
-from .watched import areas, redraw_sidebars, watch
+from .properties import APPLY_TARGETS, PASS_ITEMS
+from .watched import areas, redraw_sidebars
 
-POLL_INTERVAL = 0.2
-
-server_models = ModelList()  # the server's models, for the search lists of the model, LoRA and ControlNet fields
+MODELS_REDRAW_INTERVAL = 0.2  # the sidebar is redrawn this often while the model list is fetched
 
 
 @dataclass
@@ -30,18 +31,12 @@ class ActiveGeneration:
 
 def poll_generation():
     """bpy.app.timers callback: None stops the timer."""
-    return GENERATION.poll(lambda active: active.job.snapshot(), finish_generation)
-
-
-GENERATION = watch(poll_generation, POLL_INTERVAL)
-
-
-def current_generation():
-    return GENERATION.active
+    return state.generation.poll(lambda active: active.job.snapshot(), finish_generation)
 
 
 def is_running():
-    return GENERATION.active is not None and not GENERATION.active.job.snapshot().finished
+    active = state.generation.active
+    return active is not None and not active.job.snapshot().finished
 
 
 def finish_generation(active, snapshot):
@@ -54,7 +49,7 @@ def finish_generation(active, snapshot):
     if scene is None:
         return f"{snapshot.message} (scene {active.scene_name!r} is gone: nothing applied)"
     try:
-        images = generation.apply_results(scene, snapshot.result_paths, active.apply_to, active.object_names)
+        images = apply_results(scene, snapshot.result_paths, active.apply_to, active.object_names)
     except ValueError as error:
         return f"{snapshot.message}; not applied: {error}"
     _show_in_image_editors(images[0])
@@ -64,6 +59,14 @@ def finish_generation(active, snapshot):
 def _show_in_image_editors(image):
     for area in areas("IMAGE_EDITOR"):
         area.spaces.active.image = image
+
+
+def _measure_shot_if_needed(operator, scene, kinds):
+    """The explicit step of a Shot depth range not yet measured over the frame range."""
+    measured = depth_range.measure_shot_if_needed(scene, kinds, *generation_size(scene))
+    if measured:
+        operator.report({"INFO"}, f"depth range {measured[0]:.3g} to {measured[1]:.3g} measured over frames "
+                                  f"{depth_range.shot_frames(scene)}")
 
 
 def _selected_mesh_names(context):
@@ -83,16 +86,18 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
     def execute(self, context):
         scene = context.scene
         url, token = server_settings(context)
-        problem = generation.family_problem(scene.sd_blender, server_models)
+        problem = family_problem(scene.sd_blender, state.server_models)
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         try:
-            job = generation.start_job(scene, ServerClient(url, token))
+            _measure_shot_if_needed(self, scene, request_pass_kinds(scene.sd_blender))
+            job = start_job(scene, ServerClient(url, token))
         except (PassError, ValueError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        GENERATION.start(ActiveGeneration(job, scene.name, scene.sd_blender.apply_to, _selected_mesh_names(context)))
+        state.generation.start(ActiveGeneration(job, scene.name, scene.sd_blender.apply_to,
+                                                _selected_mesh_names(context)), poll_generation)
         self.report({"INFO"}, f"sent to {url}")
         return {"FINISHED"}
 
@@ -108,7 +113,7 @@ class SDBLENDER_OT_cancel(bpy.types.Operator):
         return is_running()
 
     def execute(self, context):
-        GENERATION.active.job.cancel()
+        state.generation.active.job.cancel()
         return {"FINISHED"}
 
 
@@ -125,7 +130,8 @@ class SDBLENDER_OT_preview_passes(bpy.types.Operator):
         unit_kinds = [unit.kind for unit in scene.sd_blender.control_units]
         kinds = list(dict.fromkeys(unit_kinds)) or [kind for kind in PASS_KINDS if kind != "color"]
         try:
-            images = render_control_images(scene, kinds, width, height, generation.pass_options(scene, width, height))
+            _measure_shot_if_needed(self, scene, kinds)
+            images = render_control_images(scene, kinds, width, height, pass_options(scene, kinds))
         except PassError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -147,12 +153,13 @@ class SDBLENDER_OT_apply_result(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return GENERATION.active is not None and bool(GENERATION.active.job.snapshot().result_paths)
+        active = state.generation.active
+        return active is not None and bool(active.job.snapshot().result_paths)
 
     def execute(self, context):
-        paths = GENERATION.active.job.snapshot().result_paths
+        paths = state.generation.active.job.snapshot().result_paths
         try:
-            generation.apply_results(context.scene, paths[:1], self.target, _selected_mesh_names(context))
+            apply_results(context.scene, paths[:1], self.target, _selected_mesh_names(context))
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -232,14 +239,14 @@ class SDBLENDER_OT_refresh_models(bpy.types.Operator):
     bl_label = "Refresh Models"
 
     def execute(self, context):
-        server_models.refresh(ServerClient(*server_settings(context)))
-        bpy.app.timers.register(_redraw_when_models_arrive, first_interval=POLL_INTERVAL)
+        state.server_models.refresh(ServerClient(*server_settings(context)))
+        bpy.app.timers.register(_redraw_when_models_arrive, first_interval=MODELS_REDRAW_INTERVAL)
         return {"FINISHED"}
 
 
 def _redraw_when_models_arrive():
     redraw_sidebars()
-    return POLL_INTERVAL if server_models.fetching else None
+    return MODELS_REDRAW_INTERVAL if state.server_models.fetching else None
 
 
 class SDBLENDER_OT_measure_shot_depth(bpy.types.Operator):
@@ -260,52 +267,7 @@ class SDBLENDER_OT_measure_shot_depth(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _active_armature(context):
-    obj = context.object
-    return obj if obj is not None and obj.type == "ARMATURE" else None
-
-
-class SDBLENDER_OT_add_keypoint_override(bpy.types.Operator):
-    """Place an OpenPose keypoint on a bone of the active armature by hand (wins over the rig preset)"""
-
-    bl_idname = "sd_blender.add_keypoint_override"
-    bl_label = "Add Keypoint Override"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _active_armature(context) is not None
-
-    def execute(self, context):
-        _active_armature(context).data.sd_blender_keypoints.add()
-        return {"FINISHED"}
-
-
-class SDBLENDER_OT_remove_keypoint_override(bpy.types.Operator):
-    """Remove a keypoint override of the active armature"""
-
-    bl_idname = "sd_blender.remove_keypoint_override"
-    bl_label = "Remove Keypoint Override"
-    bl_options = {"REGISTER", "UNDO"}
-
-    index: bpy.props.IntProperty(min=0)
-
-    @classmethod
-    def poll(cls, context):
-        return _active_armature(context) is not None
-
-    def execute(self, context):
-        overrides = _active_armature(context).data.sd_blender_keypoints
-        if self.index >= len(overrides):
-            self.report({"ERROR"}, f"the armature has no keypoint override {self.index}")
-            return {"CANCELLED"}
-        overrides.remove(self.index)
-        return {"FINISHED"}
-
-
 CLASSES = (
-    SDBLENDER_OT_add_keypoint_override,
-    SDBLENDER_OT_remove_keypoint_override,
     SDBLENDER_OT_generate,
     SDBLENDER_OT_cancel,
     SDBLENDER_OT_preview_passes,

@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from .core.files import is_whole_blend, partial_path, remove_if_there
+from ..core.files import is_whole_blend, partial_path, remove_if_there
 
 
 def save_copy_whole(path):

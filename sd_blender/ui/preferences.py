@@ -1,11 +1,13 @@
 """Add-on preferences: where the server is."""
 import bpy
 
-from .core.client import DEFAULT_SERVER_URL
+from ..core.client import DEFAULT_SERVER_URL
+
+ADDON_PACKAGE = __package__.rpartition(".")[0]  # the add-on's package: sd_blender, or bl_ext.<repo>.sd_blender
 
 
 class SDBLENDER_AP_preferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON_PACKAGE
 
     server_url: bpy.props.StringProperty(
         name="Server URL",
@@ -25,7 +27,7 @@ class SDBLENDER_AP_preferences(bpy.types.AddonPreferences):
 
 def server_settings(context):
     """(url, token): the preferences when the add-on is enabled, else the defaults."""
-    addon = context.preferences.addons.get(__package__)
+    addon = context.preferences.addons.get(ADDON_PACKAGE)
     if addon is None:
         return DEFAULT_SERVER_URL, ""
     return addon.preferences.server_url, addon.preferences.token

@@ -1,8 +1,10 @@
 """The sidebar tab "SD" in the 3D Viewport."""
 import bpy
 
-from . import depth_range, frames, generation, operators, pose
-from .properties import generation_size
+from ..scene import depth_range, pose
+from ..scene.request import family_problem, generation_size
+from . import frames, operators, state
+from .keypoint_overrides import draw_keypoint_overrides
 
 
 class SDBLENDER_PT_generate(bpy.types.Panel):
@@ -30,7 +32,7 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
         row = column.row(align=True)
         row.prop(settings, "base_model")
         row.operator("sd_blender.refresh_models", text="", icon="FILE_REFRESH")
-        column.label(text=operators.server_models.status)
+        column.label(text=state.server_models.status)
         for index, lora in enumerate(settings.loras):
             row = column.row(align=True)
             row.prop(lora, "enabled", text="")
@@ -38,7 +40,7 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
             row.prop(lora, "weight", text="")
             row.operator("sd_blender.remove_lora", text="", icon="X").index = index
         column.operator("sd_blender.add_lora", icon="ADD")
-        problem = generation.family_problem(settings, operators.server_models)
+        problem = family_problem(settings, state.server_models)
         if problem:
             column.label(text=problem, icon="ERROR")
 
@@ -89,14 +91,14 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
 
     @staticmethod
     def _draw_progress(layout):
-        active = operators.current_generation()
+        active = state.generation.active
         if operators.is_running():
             snapshot = active.job.snapshot()
             row = layout.row(align=True)
             row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message or snapshot.state)
             row.operator("sd_blender.cancel", text="", icon="CANCEL")
             return
-        batch = frames.current_frames()
+        batch = state.frame_batch.active
         if frames.frames_running():
             snapshot = batch.batch.snapshot()
             row = layout.row(align=True)
@@ -125,18 +127,6 @@ def _draw_unit(layout, unit):
     row.prop(unit, "weight")
     row.prop(unit, "start")
     row.prop(unit, "end")
-
-
-def _draw_keypoint_overrides(layout, armature):
-    column = layout.column(align=True)
-    column.label(text=f"Keypoints placed by hand on {armature.name}")
-    for index, override in enumerate(armature.data.sd_blender_keypoints):
-        row = column.row(align=True)
-        row.prop(override, "keypoint", text="")
-        row.prop_search(override, "bone", armature.data, "bones", text="")
-        row.prop(override, "end", text="")
-        row.operator("sd_blender.remove_keypoint_override", text="", icon="X").index = index
-    column.operator("sd_blender.add_keypoint_override", icon="ADD")
 
 
 class SDBLENDER_UL_control_units(bpy.types.UIList):
@@ -197,7 +187,7 @@ class SDBLENDER_PT_passes(bpy.types.Panel):
             column.label(text=f"{armature.name}: {pose.rig_preset_name(armature)}")
         column.prop(settings, "openpose_stick_scale")
         if context.object is not None and context.object.type == "ARMATURE":
-            _draw_keypoint_overrides(layout, context.object)
+            draw_keypoint_overrides(layout, context.object)
 
     @staticmethod
     def _draw_segmentation(layout, obj):

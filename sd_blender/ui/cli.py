@@ -14,16 +14,19 @@ import time
 
 import bpy
 
-from . import generation
-from .core.client import DEFAULT_SERVER_URL, ServerClient
-from .core.files import clear_leftovers, write_whole
-from .core.job import DONE
-from .core.openpose import openpose_json
-from .core.png import is_whole_png, write_png
-from .passes import PASS_KINDS, PassError, render_control_images
-from .pose import scene_people
-from .properties import generation_size
-from .saving import save_copy_whole
+from ..core.client import DEFAULT_SERVER_URL, ServerClient
+from ..core.files import clear_leftovers, write_whole
+from ..core.job import DONE
+from ..core.openpose import openpose_json
+from ..core.png import is_whole_png, write_png
+from ..scene.apply import apply_frames_as_background, apply_results
+from ..scene.depth_range import measure_shot_if_needed, shot_frames
+from ..scene.frame_range import frames_depth_advice
+from ..scene.jobs import frame_paths, output_directory, start_job
+from ..scene.passes import PASS_KINDS, PassError, render_control_images
+from ..scene.pose import scene_people
+from ..scene.request import generation_size, pass_options, request_pass_kinds
+from ..scene.saving import save_copy_whole
 
 # generate option → scene setting it overrides (None leaves the scene's saved value).
 _SETTING_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler", "num_images")
@@ -145,6 +148,13 @@ def _open_scene(args):
     return scene
 
 
+def _measure_shot_if_needed(scene, kinds):
+    """The explicit step of a Shot depth range not yet measured over the scene's frame range."""
+    measured = measure_shot_if_needed(scene, kinds, *generation_size(scene))
+    if measured:
+        print(f"depth range {measured[0]:.3g} to {measured[1]:.3g}, measured over frames {shot_frames(scene)}")
+
+
 def _apply_pass_arguments(settings, args):
     if args.depth_range in ("auto", "shot"):
         settings.depth_range_mode = args.depth_range.upper()
@@ -170,9 +180,10 @@ def run_passes(args):
     width, height = generation_size(scene)
     os.makedirs(args.out, exist_ok=True)
     clear_leftovers(args.out)
+    _measure_shot_if_needed(scene, args.kinds)
     for frame in args.frames or [scene.frame_current]:
         scene.frame_set(frame)
-        images = render_control_images(scene, args.kinds, width, height, generation.pass_options(scene, width, height))
+        images = render_control_images(scene, args.kinds, width, height, pass_options(scene, args.kinds))
         for kind, pixels in images.items():
             path = os.path.join(args.out, f"{kind}_{frame:04d}.png")
             write_png(path, pixels)
@@ -236,14 +247,14 @@ def _generate_frames(scene, client, args):
     _check_frames_arguments(settings, args)
     settings.use_random_seed = False  # one seed for every frame
     print(f"frames {args.frames.start}-{args.frames.stop - 1}, seed {settings.seed} for every frame")
-    advice = generation.frames_depth_advice(settings)
+    advice = frames_depth_advice(settings)
     if advice:
         print(f"note: {advice} (--depth-range shot)")
-    out = os.path.abspath(args.out) if args.out else generation.output_directory()
+    out = os.path.abspath(args.out) if args.out else output_directory()
     os.makedirs(out, exist_ok=True)
     for name in clear_leftovers(out):
         print(f"removed {name}, left half-written when an earlier run stopped")
-    paths = generation.frame_paths(scene, args.frames, out)
+    paths = frame_paths(scene, args.frames, out)
     for frame, path in zip(args.frames, paths):
         if is_whole_png(path):
             print(f"frame {frame}: done already, kept {path}")
@@ -253,14 +264,14 @@ def _generate_frames(scene, client, args):
             print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
         scene.frame_set(frame)
         print(f"frame {frame}:", flush=True)
-        snapshot = _wait_with_progress(generation.start_job(scene, client, out, frame=frame, how_to_retry=HOW_TO_RETRY))
+        snapshot = _wait_with_progress(start_job(scene, client, out, frame=frame, how_to_retry=HOW_TO_RETRY))
         if snapshot.state != DONE:
             print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
                   "it are kept: run the same command again to go on from there", file=sys.stderr)
             return 1
         print(path)
     if "background" in args.apply:
-        generation.apply_frames_as_background(scene, paths, args.frames.start)
+        apply_frames_as_background(scene, paths, args.frames.start)
     return _save_blend(args)
 
 
@@ -274,10 +285,11 @@ def _save_blend(args):
 def run_generate(args):
     scene = _open_scene(args)
     _apply_arguments(scene, args)
+    _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
     if args.frames:
         return _generate_frames(scene, client, args)
-    job = generation.start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY)
+    job = start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY)
     snapshot = _wait_with_progress(job)
     print(snapshot.message)
     if snapshot.state != DONE:
@@ -286,7 +298,7 @@ def run_generate(args):
         print(path)
     names = args.objects.split(",") if args.objects else [o.name for o in scene.objects if o.select_get()]
     for target in args.apply:
-        generation.apply_results(scene, snapshot.result_paths, target.upper(), names)
+        apply_results(scene, snapshot.result_paths, target.upper(), names)
     return _save_blend(args)
 
 
