@@ -1,4 +1,5 @@
-"""Start a real sd_blender server (the tiny model) for a test; standard library only.
+"""Start a real sd_blender server (the tiny model unless told otherwise) for the tests, the benches
+and the demo (tools/demo.py); standard library only.
 
 Blender's test processes import this too, so it must not import torch, fastapi or httpx.
 """
@@ -60,13 +61,15 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    *extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None, port: int | None = None
+    *extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None, port: int | None = None,
+    model: str | None = "tiny", log_path: Path | None = None, start_timeout: float = START_TIMEOUT_SECONDS,
 ):
-    """A server on 127.0.0.1 (a free port unless given) with `--model tiny`; stopped (then killed) on exit."""
+    """A server on 127.0.0.1 (a free port unless given) with `--model MODEL` (None: the server's
+    default), its output in log_path (a temporary file unless given); stopped (then killed) on exit."""
     port = port or free_port()
-    log_dir = Path(tempfile.mkdtemp(prefix="sd_blender_server_log_"))
-    log_path = log_dir / "server.log"
-    command = [*server_command(), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="sd_blender_server_log_")) / "server.log"
+    command = [*server_command(), *(["--model", model] if model else []), "--host", "127.0.0.1", "--port", str(port),
+               *extra_args]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     with open(log_path, "wb") as log_file:
@@ -75,7 +78,7 @@ def running_server(
         )
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_for_health(server, START_TIMEOUT_SECONDS)
+        _wait_for_health(server, start_timeout)
         yield server
     finally:
         process.terminate()

@@ -4,7 +4,6 @@ The humanoid is 1.8 units tall, stands at its object's origin facing -Y with its
 
     python tests/blender/rigs.py OUT.blend     writes Rigify's human metarig and its generated rig
 """
-import math
 import os
 import subprocess
 import sys

@@ -19,15 +19,14 @@ from conftest import REPO_ROOT
 from live_server import running_server
 from sd_blender.core.client import ServerClient
 from stand_in_server import cutting_off, stand_in
-from test_end_to_end import addon, saved_scene, server  # noqa: F401  (fixtures)
-from test_frames import wait_for
+from waiting import wait_for
 
 SEED = 5
 STALL_WRITES = REPO_ROOT / "tests" / "stall_writes"
 
 
 @pytest.fixture
-def shot(saved_scene, tmp_path):  # noqa: F811
+def shot(saved_scene, tmp_path):
     return tmp_path / "shot.blend"
 
 
@@ -100,7 +99,7 @@ class OutputLines:
         return text[text.find(marker):] if marker in text else ""
 
 
-def test_a_batch_killed_between_frames_goes_on_where_it_stopped(shot, tmp_path, server):  # noqa: F811
+def test_a_batch_killed_between_frames_goes_on_where_it_stopped(shot, tmp_path, server):
     out = tmp_path / "frames"
     batch = start_frames(shot, out, server, "1-3")
     wait_for(lambda: (out / frame_name(1)).exists() or batch.poll() is not None, "frame 1 written")
@@ -110,7 +109,7 @@ def test_a_batch_killed_between_frames_goes_on_where_it_stopped(shot, tmp_path, 
     assert_rerun_completes(shot, out, server, kept)
 
 
-def test_a_batch_killed_while_writing_a_frame_writes_that_frame_again(shot, tmp_path, server):  # noqa: F811
+def test_a_batch_killed_while_writing_a_frame_writes_that_frame_again(shot, tmp_path, server):
     out = tmp_path / "frames"
     kept = first_frame_done(shot, out, server)
     stalled = tmp_path / "stalled"
@@ -128,7 +127,7 @@ def test_a_batch_killed_while_writing_a_frame_writes_that_frame_again(shot, tmp_
     assert f"removed {leftover}, left half-written when an earlier run stopped" in rerun.stdout
 
 
-def test_a_frame_cut_off_by_an_older_version_is_generated_again(shot, tmp_path, server):  # noqa: F811
+def test_a_frame_cut_off_by_an_older_version_is_generated_again(shot, tmp_path, server):
     out = tmp_path / "frames"
     kept = first_frame_done(shot, out, server)
     whole = (out / frame_name(1)).read_bytes()
@@ -158,7 +157,7 @@ def test_a_server_killed_mid_job_stops_the_batch_at_that_frame(shot, tmp_path, t
         assert_rerun_completes(shot, out, restarted.url, kept)
 
 
-def test_an_answer_cut_off_before_its_body_stops_the_batch(shot, tmp_path, server):  # noqa: F811
+def test_an_answer_cut_off_before_its_body_stops_the_batch(shot, tmp_path, server):
     out = tmp_path / "frames"
     kept = first_frame_done(shot, out, server)
     with stand_in(cutting_off(server, lambda method, path: method == "POST")) as proxy:
@@ -170,7 +169,7 @@ def test_an_answer_cut_off_before_its_body_stops_the_batch(shot, tmp_path, serve
     assert_rerun_completes(shot, out, server, kept)
 
 
-def test_a_full_disk_stops_the_batch_and_leaves_no_partial_frame(shot, tmp_path, server):  # noqa: F811
+def test_a_full_disk_stops_the_batch_and_leaves_no_partial_frame(shot, tmp_path, server):
     out = tmp_path / "frames"
     kept = first_frame_done(shot, out, server)
     frame_size = min(len(data) for data, _ in kept.values())

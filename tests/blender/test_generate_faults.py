@@ -10,18 +10,18 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from live_server import running_server
-from sd_blender.ui import operators, state
+from sd_blender.ui import state
 from sd_blender.core import job as job_module
 from sd_blender.core.client import ServerClient
 from stand_in_server import PROXY_ERROR_PAGE, answering, cutting_off, stand_in
-from test_end_to_end import addon, run_timer_until_done, saved_scene, server  # noqa: F401  (fixtures)
-from test_frames import wait_for
+from timers import run_timer_until_done
+from waiting import wait_for
 
 import bpy
 
 
 @pytest.fixture
-def background_scene(saved_scene, monkeypatch):  # noqa: F811
+def background_scene(saved_scene, monkeypatch):
     saved_scene.sd_blender.apply_to = "BACKGROUND"
     saved_scene.sd_blender.steps = 2
     monkeypatch.setattr(job_module, "RECONNECT_GRACE_SECONDS", 0.5)  # how long a lost server is waited for
@@ -41,7 +41,7 @@ def assert_nothing_written_or_applied(scene, results):
 
 
 def test_a_result_cut_off_mid_body_fails_with_the_reason_then_generating_again_works(
-        background_scene, addon, server, tmp_path):  # noqa: F811
+        background_scene, addon, server, tmp_path):
     results = tmp_path / "sd_blender"
     with stand_in(cutting_off(server, lambda method, path: path.endswith(".png"))) as proxy:
         addon.server_url = proxy
@@ -60,7 +60,7 @@ def test_a_result_cut_off_mid_body_fails_with_the_reason_then_generating_again_w
     assert [bg.image.filepath for bg in background_scene.camera.data.background_images] == [path]
 
 
-def test_a_proxy_error_page_fails_with_the_reason(background_scene, addon, tmp_path):  # noqa: F811
+def test_a_proxy_error_page_fails_with_the_reason(background_scene, addon, tmp_path):
     with stand_in(answering(502, PROXY_ERROR_PAGE, "text/html")) as proxy:
         addon.server_url = proxy
         failed = generate()
@@ -72,7 +72,7 @@ def test_a_proxy_error_page_fails_with_the_reason(background_scene, addon, tmp_p
     assert_nothing_written_or_applied(background_scene, tmp_path / "sd_blender")
 
 
-def test_a_server_killed_mid_job_fails_with_the_reason(background_scene, addon, tmp_path, tmp_path_factory):  # noqa: F811
+def test_a_server_killed_mid_job_fails_with_the_reason(background_scene, addon, tmp_path, tmp_path_factory):
     with running_server(cache_dir=tmp_path_factory.mktemp("server_cache")) as doomed:
         addon.server_url = doomed.url
         ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})
@@ -104,7 +104,7 @@ def test_a_full_disk_fails_with_the_reason_and_leaves_no_partial_file(background
     assert_nothing_written_or_applied(background_scene, tmp_path / "sd_blender")
 
 
-def test_a_blend_that_cannot_be_saved_keeps_the_file_there(background_scene, server, tmp_path):  # noqa: F811
+def test_a_blend_that_cannot_be_saved_keeps_the_file_there(background_scene, server, tmp_path):
     """The command line's --save-blend on a full disk (a file-size limit above the result's size and
     below the .blend's): exit 1 saying so, the .blend already there unchanged, the result whole."""
     target = tmp_path / "applied.blend"

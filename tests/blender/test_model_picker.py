@@ -2,7 +2,6 @@
 for the tiny UNet (real weights, built as tests/server/test_registry.py builds them) and one for SD 1.5."""
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import bpy
@@ -13,8 +12,9 @@ from live_server import running_server, server_command
 from scenes import sphere_and_wall_scene
 from sd_blender.ui import operators, panels, state
 from sd_blender.ui.properties import SDBLENDER_PG_lora, SDBLENDER_PG_settings
-from test_end_to_end import addon, run_timer_until_done  # noqa: F401  (addon: the fixture)
-from test_panels import draw
+from stand_in_layout import draw
+from timers import run_timer_until_done
+from waiting import wait_for
 
 # Run by the server's Python: Blender's has no torch, diffusers or peft.
 BUILD_LORAS = """
@@ -51,7 +51,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def scene(addon):  # noqa: F811  (the imported fixture)
+def scene(addon):
     state.reset()  # as a fresh Blender session has it
     scene = sphere_and_wall_scene(bpy.context.scene, size=64)
     scene.sd_blender.prompt, scene.sd_blender.steps = "a marble sphere", 2
@@ -60,10 +60,7 @@ def scene(addon):  # noqa: F811  (the imported fixture)
 
 def refresh_models():
     assert bpy.ops.sd_blender.refresh_models() == {"FINISHED"}  # returns before the answer
-    deadline = time.monotonic() + 30
-    while state.server_models.fetching:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: not state.server_models.fetching, "the model list fetched")
     if bpy.app.timers.is_registered(operators._redraw_when_models_arrive):
         bpy.app.timers.unregister(operators._redraw_when_models_arrive)
 

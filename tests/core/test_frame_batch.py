@@ -1,9 +1,9 @@
 """The frame batch of the pure core, driving real child processes (small Python programs that
 behave as the command line's `generate --frames` does: write frame files, print, exit)."""
 import sys
-import time
 
 from sd_blender.core.frame_batch import CANCELLED, DONE, FAILED, FrameBatch
+from waiting import wait_for
 
 WRITES_FIRST_FRAME_THEN_FAILS = """
 import pathlib, sys
@@ -48,10 +48,7 @@ def test_a_finished_batch_says_where_the_frames_are(tmp_path):
 
 def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
     batch = FrameBatch(python(WORKS_UNTIL_INTERRUPTED), [tmp_path / "a.png", tmp_path / "b.png"]).start()
-    deadline = time.monotonic() + 30
-    while "step 1 of 20" not in batch.snapshot().message:
-        assert time.monotonic() < deadline, batch.snapshot()
-        time.sleep(0.05)
+    wait_for(lambda: "step 1 of 20" in batch.snapshot().message, "the process working")
     assert batch.snapshot().message == "frame 1 of 2: step 1 of 20"
     batch.cancel()
     snapshot = batch.wait(30)

@@ -2,7 +2,6 @@
 import only downwards (ui → scene → core; the core never imports bpy). Read from the source
 with ast, so a test fails the day an import breaks the rule, whatever runs."""
 import ast
-from pathlib import Path
 
 import pytest
 

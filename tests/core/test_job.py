@@ -1,8 +1,6 @@
 """Job bookkeeping of the pure core, against a live tiny-model server on 127.0.0.1."""
-import io
 import os
 import re
-import time
 
 import pytest
 from PIL import Image
@@ -12,6 +10,7 @@ from sd_blender.core.job import CANCELLED, DONE, FAILED, GenerationJob, unique_p
 from sd_blender.core.request import GenerationSettings, build_job_request
 
 from live_server import running_server
+from waiting import wait_for
 
 
 def job_request(**settings):
@@ -62,10 +61,7 @@ def busy_server(tiny_cache):
 
 
 def wait_for_full_queue(job):
-    deadline = time.monotonic() + 30
-    while "queue is full" not in job.snapshot().message:
-        assert time.monotonic() < deadline, job.snapshot()
-        time.sleep(0.05)
+    wait_for(lambda: "queue is full" in job.snapshot().message, "the queue seen full")
     return job.snapshot()
 
 

@@ -1,12 +1,12 @@
 """A server that dies or restarts mid-job: the job says so clearly, writes nothing half, and a
 resubmit works. Real server processes on 127.0.0.1, killed for real."""
-import time
 from urllib.parse import urlparse
 
 from live_server import running_server
 from sd_blender.core.client import ServerClient
 from sd_blender.core.job import DONE, FAILED, RUNNING, GenerationJob
 from sd_blender.core.request import GenerationSettings, build_job_request
+from waiting import wait_for
 
 LONG_JOB = build_job_request(GenerationSettings(prompt="slow", width=256, height=256, steps=150, seed=1))
 SHORT_JOB = build_job_request(GenerationSettings(prompt="quick", width=64, height=64, steps=2, seed=1))
@@ -15,10 +15,7 @@ SHORT_JOB = build_job_request(GenerationSettings(prompt="quick", width=64, heigh
 def running_job(client, output_dir, reconnect_grace):
     job = GenerationJob(client, LONG_JOB, str(output_dir), "shot", poll_interval=0.05,
                         reconnect_grace=reconnect_grace).start()
-    deadline = time.monotonic() + 60
-    while job.snapshot().state != RUNNING:
-        assert time.monotonic() < deadline, job.snapshot()
-        time.sleep(0.05)
+    wait_for(lambda: job.snapshot().state == RUNNING, "the job running")
     return job
 
 
@@ -43,8 +40,7 @@ def test_a_restarted_server_that_lost_the_job_says_so(tiny_cache, tmp_path):
     with running_server(cache_dir=tiny_cache) as live:
         job = running_job(ServerClient(live.url), tmp_path, reconnect_grace=120.0)
         live.process.kill()
-        time.sleep(0.3)
-        assert "the server is not answering; retrying" in job.snapshot().message
+        wait_for(lambda: "the server is not answering; retrying" in job.snapshot().message, "the job retrying")
         with running_server(cache_dir=tiny_cache, port=urlparse(live.url).port):
             snapshot = job.wait(timeout=60)
     assert snapshot.state == FAILED
