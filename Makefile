@@ -5,6 +5,8 @@ VENV_BPY5 := .venv-bpy5
 PY := $(VENV)/bin/python
 PY_BPY5 := $(VENV_BPY5)/bin/python
 TORCH_PIN := torch==2.13.0
+# Empty: PyPI (and whatever pip is configured with); https://download.pytorch.org/whl/cpu for a CPU-only build.
+TORCH_INDEX ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' blender_manifest.toml)
 EXTENSION_ZIP := dist/sd_blender-$(VERSION).zip
 BLENDER_EXT = $(shell $(PY) -c "import bpy, os; print(os.path.join(bpy.utils.resource_path('LOCAL'), 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py'))" 2>/dev/null)
@@ -24,7 +26,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: server/pyproject.toml tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ./server -r tests/requirements.txt
 	# The reference OpenPose drawing for tests/core: without its dependencies, which would replace torch.
 	$(PY) -m pip install -q --no-deps controlnet-aux==0.0.10

@@ -141,7 +141,15 @@ def build_parser():
 
 def _open_scene(args):
     if args.blend:
-        bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        if not os.path.isfile(args.blend):
+            raise ValueError(f"no .blend file at {args.blend}")
+        try:
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        except RuntimeError as error:
+            raise ValueError(f"Blender cannot open {args.blend}: {str(error).strip()}") from None
+    if args.scene and args.scene not in bpy.data.scenes:
+        names = ", ".join(scene.name for scene in bpy.data.scenes)
+        raise ValueError(f"there is no scene named '{args.scene}'; this file has: {names}")
     scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
     if args.frame is not None:
         scene.frame_set(args.frame)

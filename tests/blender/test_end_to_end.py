@@ -228,6 +228,19 @@ def test_frames_take_one_image_each_and_no_texture(saved_scene, tmp_path):
         assert completed.returncode == 1 and message in completed.stderr, completed.stderr[-2000:]
 
 
+def test_a_missing_file_or_scene_is_one_line_naming_it(saved_scene, tmp_path):
+    (tmp_path / "broken.blend").write_bytes(b"not a blend file")
+    for arguments, message in (
+        (["passes", str(tmp_path / "nowhere.blend")], f"sd_blender: error: no .blend file at {tmp_path / 'nowhere.blend'}"),
+        (["passes", str(tmp_path / "broken.blend")], f"sd_blender: error: Blender cannot open {tmp_path / 'broken.blend'}: "),
+        (["passes", str(tmp_path / "shot.blend"), "--scene", "Missing"],
+         "sd_blender: error: there is no scene named 'Missing'; this file has: Scene"),
+    ):
+        completed = run_command_line(*arguments, "--out", str(tmp_path / "out"))
+        assert completed.returncode == 1, completed.stdout[-2000:]
+        assert message in completed.stderr and "Traceback" not in completed.stderr, completed.stderr[-2000:]
+
+
 def test_the_command_line_runs_on_the_open_file_as_blender_c_does(addon, tmp_path, capsys):
     """`blender -b shot.blend -c sd_blender passes ...` calls cli.run on the already open file."""
     from sd_blender.ui import cli
