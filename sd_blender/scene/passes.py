@@ -35,7 +35,16 @@ from ..core.pass_options import PassOptions
 from ..core.segmentation import resolve_class, segmentation_image
 from .pose import scene_people
 
-PASS_KINDS = ("depth", "normal", "openpose", "lineart", "canny", "seg", "color")
+PASSES = (  # (kind, label, description): the command line's names and the panel's items
+    ("depth", "Depth", "Inverse depth from the geometry: near white, far black"),
+    ("normal", "Normal", "Camera-space normals, normalbae colours"),
+    ("openpose", "OpenPose", "Skeletons of the armatures, drawn as the OpenPose annotator draws them"),
+    ("lineart", "Line art", "White lines on black from silhouettes and creases"),
+    ("canny", "Canny", "Line art with your own threshold, for canny ControlNets"),
+    ("seg", "Segmentation", "ADE20K class colours per object"),
+    ("color", "Color", "The scene's own render, for the tile ControlNet"),
+)
+PASS_KINDS = tuple(kind for kind, _, _ in PASSES)
 
 SURFACE_ID_PROPERTY = "sd_blender_surface_id"
 LAST_SLOT_PROPERTY = "sd_blender_last_slot"

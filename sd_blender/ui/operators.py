@@ -9,11 +9,11 @@ from ..core.job import DONE, GenerationJob
 from ..scene import depth_range
 from ..scene.apply import apply_results
 from ..scene.jobs import start_job
-from ..scene.passes import PASS_KINDS, PassError, render_control_images, show_in_blender
+from ..scene.passes import PASS_KINDS, PASSES, PassError, render_control_images, show_in_blender
 from ..scene.request import family_problem, generation_size, pass_options, request_pass_kinds
 from . import state
 from .preferences import server_settings
-from .properties import APPLY_TARGETS, PASS_ITEMS
+from .properties import APPLY_TARGETS
 from .watched import areas, redraw_sidebars
 
 MODELS_REDRAW_INTERVAL = 0.2  # the sidebar is redrawn this often while the model list is fetched
@@ -173,7 +173,7 @@ class SDBLENDER_OT_add_control_unit(bpy.types.Operator):
     bl_label = "Add Control Unit"
     bl_options = {"REGISTER", "UNDO"}
 
-    kind: bpy.props.EnumProperty(name="Pass", items=PASS_ITEMS)
+    kind: bpy.props.EnumProperty(name="Pass", items=PASSES)
 
     def execute(self, context):
         settings = context.scene.sd_blender

@@ -4,6 +4,7 @@ import bpy
 from ..core.lineart import DEFAULT_THRESHOLD
 from ..core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass
 from ..core.segmentation import ADE20K_CLASSES
+from ..scene.passes import PASSES
 from . import state
 
 SCHEDULERS = (
@@ -22,17 +23,6 @@ APPLY_TARGETS = (
     ("NONE", "Image only", "Open the result as an image; apply nothing"),
     ("BACKGROUND", "Camera background", "Show the result behind the scene through the camera"),
     ("TEXTURE", "Texture on selection", "Project the result from the camera onto the selected meshes (new UV map)"),
-)
-
-
-PASS_ITEMS = (
-    ("depth", "Depth", "Inverse depth from the geometry: near white, far black"),
-    ("normal", "Normal", "Camera-space normals, normalbae colours"),
-    ("openpose", "OpenPose", "Skeletons of the armatures, drawn as the OpenPose annotator draws them"),
-    ("lineart", "Line art", "White lines on black from silhouettes and creases"),
-    ("canny", "Canny", "Line art with your own threshold, for canny ControlNets"),
-    ("seg", "Segmentation", "ADE20K class colours per object"),
-    ("color", "Color", "The scene's own render, for the tile ControlNet"),
 )
 
 DEPTH_RANGE_MODES = (
@@ -64,7 +54,7 @@ class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
     """One ControlNet condition: which pass, which ControlNet, how strongly and when."""
 
     enabled: bpy.props.BoolProperty(name="Enabled", default=True)
-    kind: bpy.props.EnumProperty(name="Pass", items=PASS_ITEMS, default="depth")
+    kind: bpy.props.EnumProperty(name="Pass", items=PASSES, default="depth")
     model: bpy.props.StringProperty(
         name="ControlNet",
         description="A ControlNet of the server (Refresh lists them); empty: the server's ControlNet for this pass",

@@ -41,13 +41,6 @@ def test_control_units_are_added_removed_and_saved(registered, tmp_path):
     ]
 
 
-def test_every_pass_can_be_chosen_for_a_unit(registered):
-    from sd_blender.scene.passes import PASS_KINDS
-    from sd_blender.ui.properties import PASS_ITEMS
-
-    assert tuple(item[0] for item in PASS_ITEMS) == PASS_KINDS
-
-
 def test_too_many_units_or_start_after_end_are_refused_before_rendering(registered):
     from sd_blender.scene.request import checked_units
 
