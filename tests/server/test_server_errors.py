@@ -20,6 +20,9 @@ GOOD_CONTROL = {"type": "depth", "image": png_base64(64, 64)}
         ({"controls": [GOOD_CONTROL] * 5}, "controls", "at most 4"),
         ({"init_image": png_base64(8, 8, image_format="GIF")}, "init_image", "GIF"),
         ({"init_image": png_base64(64, 64), "steps": 2, "strength": 0.2}, "body", "leaves no step"),
+        # Bounds that combine fields hold for a defaulted one too: end 1.0, strength 0.75.
+        ({"controls": [{**GOOD_CONTROL, "start": 1.0}]}, "controls[0]", "start (1.0) must be less than end (1.0)"),
+        ({"init_image": png_base64(64, 64), "steps": 1}, "body", "strength 0.75 with 1 steps leaves no step"),
         ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({"controls": [{**GOOD_CONTROL, "weigth": 1}]}, "controls[0].weigth", "Extra inputs"),
     ],
