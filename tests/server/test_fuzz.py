@@ -54,8 +54,10 @@ CONFIG = {
     # A job's image is there only once the job is done: 404 before is the answer, not a lost job.
     "operations": [{"include-operation-id": "getJobImage", "checks": {"ensure_resource_availability": {"enabled": False}}}],
     # A job's event stream is read to its end (the job's end: --job-timeout bounds it, and a stream
-    # not ended within schemathesis' request timeout is cut short, never waited on).
+    # not ended within the request timeout is cut short, never waited on). The timeout is generous
+    # for the other answers, which come at once, on a machine busy with other tests.
     "max-stream-events": 1000,
+    "request-timeout": 30,
 }
 
 
