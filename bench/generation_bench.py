@@ -15,8 +15,6 @@ seconds per image (median and best), denoising steps per second and the peak GPU
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import os
 import platform
@@ -40,10 +38,12 @@ sys.path.insert(0, str(REPO_ROOT / "server"))
 
 from sd_blender_server import registry  # noqa: E402
 from sd_blender_server.cli import quiet_libraries  # noqa: E402
-from sd_blender_server.engine import GenerationEngine, resolve_device, resolve_dtype  # noqa: E402
-from sd_blender_server.model_sources import carried_tokenizers  # noqa: E402
+from sd_blender_server.config import ServerConfig  # noqa: E402
+from sd_blender_server.engine import GenerationEngine  # noqa: E402
 from sd_blender_server.images import encode_png  # noqa: E402
-from sd_blender_server.schemas import JobRequest  # noqa: E402
+from sd_blender_server.model_sources import carried_tokenizers  # noqa: E402
+from sd_blender_server.request import ControlInput, GenerationRequest  # noqa: E402
+from sd_blender_server.runner import resolve_device, resolve_dtype  # noqa: E402
 
 DEFAULT_SIZE = {"sd15": 512, "sdxl": 1024}
 
@@ -84,13 +84,11 @@ def build_random_model(family: str, work: Path, dtype: torch.dtype, device: str)
     return pipeline_dir, controlnet_dir
 
 
-def control_png(size: int) -> str:
-    """A depth-like control image (a radial gradient) as base64 PNG."""
+def control_image(size: int) -> Image.Image:
+    """A depth-like control image (a radial gradient), as the server decodes one."""
     y, x = np.mgrid[0:size, 0:size] / size - 0.5
     depth = (255 * np.clip(1 - 2 * np.hypot(x, y), 0, 1)).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(depth).convert("RGB").save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return Image.fromarray(depth).convert("RGB")
 
 
 def _synchronize(device: str) -> None:
@@ -98,7 +96,7 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_job(engine: GenerationEngine, request: JobRequest) -> float:
+def timed_job(engine: GenerationEngine, request: GenerationRequest) -> float:
     """Seconds for one job as the server runs it: generation, then each image PNG-encoded."""
     _synchronize(engine.device)
     started = time.perf_counter()
@@ -130,24 +128,23 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="sd_blender_generation_bench_") as temporary:
         pipeline_dir, controlnet_dir = build_random_model(args.family, args.work or Path(temporary), dtype, device)
-        engine = GenerationEngine(str(pipeline_dir), {kind: str(controlnet_dir) for kind in controls}, device, dtype)
-        request = JobRequest.model_validate(
-            {
-                "prompt": "a wooden cabin in a snowy forest, golden hour",
-                "negative_prompt": "blurry",
-                "width": size,
-                "height": size,
-                "steps": args.steps,
-                "num_images": args.images,
-                "seed": 1,
-                "scheduler": args.scheduler,
-                "controls": [{"type": kind, "image": control_png(size)} for kind in controls],
-            }
+        config = ServerConfig(
+            model=str(pipeline_dir), controlnets={kind: str(controlnet_dir) for kind in controls}, device=device, dtype=args.dtype
+        )
+        engine = GenerationEngine(config)
+        request = GenerationRequest(
+            prompt="a wooden cabin in a snowy forest, golden hour",
+            negative_prompt="blurry",
+            width=size,
+            height=size,
+            steps=args.steps,
+            num_images=args.images,
+            seed=1,
+            scheduler=args.scheduler,
+            controls=tuple(ControlInput(kind, control_image(size)) for kind in controls),
         )
         started = time.perf_counter()
         engine.load()
-        for kind in controls:
-            engine.controlnet(kind)
         _synchronize(device)
         load_seconds = time.perf_counter() - started
         timed_job(engine, request)  # warm-up: kernels chosen, buffers allocated
@@ -162,7 +159,7 @@ def main() -> int:
         f"{args.family} {size}x{size}, {args.steps} steps ({args.scheduler}), {args.images} image(s) a job, "
         f"ControlNets: {', '.join(controls) or 'none'}"
     )
-    print(f"load (from the folder, onto {device}): {load_seconds:.1f} s")
+    print(f"load (the base model from the folder, onto {device}; ControlNets load in the warm-up job): {load_seconds:.1f} s")
     print(
         f"job: median {median:.2f} s, best {min(seconds):.2f} s over {args.runs} runs "
         f"({args.steps / median:.1f} steps/s, {median / args.images:.2f} s an image)"

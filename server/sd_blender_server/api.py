@@ -1,9 +1,9 @@
-"""The HTTP layer: routes, validation errors, auth. Generation lives in engine.py and jobs.py."""
-from __future__ import annotations
-
+"""The HTTP layer: routes, validation errors, auth, and the conversions between the wire models
+(schemas.py) and the engine's own objects. Generation lives in jobs.py and the engine."""
 import asyncio
 import hmac
 import json
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -13,12 +13,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import Match
 
 from . import __version__
+from .catalog import UNION_CONTROL_MODES, Catalog
+from .config import UNION, ServerConfig
 from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
-from .schemas import SCHEDULERS, ErrorDetail, JobCreated, JobRequest, JobStatus
+from .registry import Entry
+from .request import ControlInput, GenerationRequest, LoraInput, Problem
+from .schedulers import SCHEDULER_NAMES
+from .schemas import ErrorDetail, JobCreated, JobStatus, Limits, wire_models
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .runner import Loaded
 
 _KEEPALIVE_SECONDS = 15.0
 _POLL_SECONDS = 0.05
-MAX_BODY_BYTES = 64 * 1024 * 1024
 _HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
@@ -201,6 +210,84 @@ class BodyLimit:
         await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
 
 
+def generation_request(body: "BaseModel") -> GenerationRequest:
+    """The engine's request from a validated POST /v1/jobs body."""
+    return GenerationRequest(
+        **{name: getattr(body, name) for name in type(body).model_fields if name not in ("controls", "loras")},
+        controls=tuple(ControlInput(**control.model_dump(exclude={"image"}), image=control.image) for control in body.controls),
+        loras=tuple(LoraInput(**lora.model_dump()) for lora in body.loras),
+    )
+
+
+def unserved(problems: list[Problem]) -> RequestValidationError:
+    """The catalog's problems with a request as a 422 on the body's fields."""
+    return RequestValidationError(
+        [{"loc": ("body", *problem.path), "msg": problem.message, "type": "value_error"} for problem in problems]
+    )
+
+
+def _entry_json(entry: Entry, loaded: bool) -> dict:
+    item = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "family": entry.family,
+        "source": entry.source,
+        "location": entry.location,
+        "loaded": loaded,
+    }
+    if entry.reason is not None:
+        item["reason"] = entry.reason
+    return item
+
+
+def models_json(catalog: Catalog, loaded: "Loaded") -> dict:
+    """GET /v1/models: every model of the catalog, and which are loaded."""
+    base_models = [
+        {**_entry_json(entry, loaded.base_model == entry.name), "default": index == 0}
+        for index, entry in enumerate(catalog.registry.of_kind("base"))
+    ]
+    controlnets = [
+        {
+            **_entry_json(entry, key in loaded.controlnets),
+            "type": entry.control_type,
+            **({"types": list(UNION_CONTROL_MODES)} if entry.control_type == UNION else {}),
+        }
+        for key, entry in catalog.controlnet_entries()
+    ]
+    return {
+        "base_models": base_models,
+        "controlnets": controlnets,
+        "loras": [_entry_json(entry, False) for entry in catalog.registry.of_kind("lora")],
+        "refused": [
+            {**_entry_json(entry, False), "kind": entry.refused_kind} for entry in catalog.registry.of_kind("refused")
+        ],
+        "schedulers": list(SCHEDULER_NAMES),
+    }
+
+
+def limits_json(config: ServerConfig) -> dict:
+    """GET /v1/limits: what this server accepts."""
+    limits = config.request
+    return {
+        "max_pixels": limits.max_pixels,
+        "width": vars(limits.width),
+        "height": vars(limits.height),
+        "steps": vars(limits.steps),
+        "num_images": vars(limits.num_images),
+        "guidance_scale": vars(limits.guidance_scale),
+        "strength": vars(limits.strength),
+        "prompt_max_length": limits.prompt_max_length,
+        "controls": {"max": limits.max_controls},
+        "control_weight": vars(limits.control_weight),
+        "loras": {"max": limits.max_loras},
+        "lora_weight": vars(limits.lora_weight),
+        "schedulers": list(SCHEDULER_NAMES),
+        "max_queue": config.max_queue,
+        "job_timeout_s": config.job_timeout,
+        "max_body_mb": config.max_body_mb,
+    }
+
+
 def _bearer_check(token: str | None):
     bearer = HTTPBearer(auto_error=False)
 
@@ -214,13 +301,14 @@ def _bearer_check(token: str | None):
     return check
 
 
-def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app around a started JobQueue; with `token`, every route but /health needs it.
+def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
+    """The app around a started JobQueue; with `config.token`, every route but /health needs it.
 
     No CORS middleware: browsers get no Access-Control-Allow-Origin header, so other web pages
     cannot read the answers.
     """
     engine = jobs.engine
+    job_request = wire_models(config.request).job_request
     app = FastAPI(title="sd_blender server", version=__version__, responses=_TOO_LARGE)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
@@ -231,51 +319,51 @@ def create_app(jobs: JobQueue, token: str | None = None, max_body_bytes: int = M
     app.add_exception_handler(UnknownJob, _unknown_job)
     app.add_exception_handler(JobFinished, _job_finished)
     app.add_exception_handler(QueueFull, _queue_full)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     router = APIRouter(
-        prefix="/v1", dependencies=[Depends(_bearer_check(token))], responses=_UNAUTHORIZED, route_class=_Utf8JsonRoute
+        prefix="/v1", dependencies=[Depends(_bearer_check(config.token))], responses=_UNAUTHORIZED,
+        route_class=_Utf8JsonRoute,
     )
 
     @app.get("/health", operation_id="health")
     def health() -> dict:
-        description = engine.describe()
+        loaded = engine.loaded
         return {
             "status": "ok",
-            "device": description["device"],
-            "dtype": description["dtype"],
-            "model": description["model"],
+            "device": engine.device,
+            "dtype": engine.dtype,
+            "model": loaded.base_model or engine.catalog.default_model.name,
             "loaded": {
-                "base_model": description["base_model"]["loaded"],
-                "controlnets": [item["type"] for item in description["controlnets"] if item["loaded"]],
+                "base_model": loaded.base_model is not None,
+                "controlnets": [
+                    entry.control_type for key, entry in engine.catalog.controlnet_entries() if key in loaded.controlnets
+                ],
             },
-            "load_counts": description["load_counts"],
+            "load_counts": {"base_model": loaded.base_model_loads, "controlnets": dict(loaded.controlnet_loads)},
             "queue_length": jobs.queue_length,
             "finished_jobs": jobs.finished_count,
         }
 
     @router.get("/models", operation_id="listModels")
     def models() -> dict:
-        description = engine.describe()
-        return {
-            "base_models": description["base_models"],
-            "controlnets": description["controlnets"],
-            "loras": description["loras"],
-            "refused": description["refused"],
-            "schedulers": list(SCHEDULERS),
-        }
+        return models_json(engine.catalog, engine.loaded)
+
+    @router.get("/limits", response_model=Limits, operation_id="getLimits")
+    def limits() -> dict:
+        return limits_json(config)
 
     @router.post(
         "/jobs", status_code=202, response_model=JobCreated, operation_id="submitJob", responses={**_SUBMITTED, **_QUEUE_FULL}
     )
-    def submit(body: JobRequest, response: Response) -> JobCreated:
-        # Model, LoRA and ControlNet names resolve only to registry entries; families must match.
-        unserved = [{"loc": loc, "msg": message, "type": "value_error"} for loc, message in engine.check(body)]
-        if unserved:
-            raise RequestValidationError(unserved)
-        job = jobs.submit(body)
+    def submit(body: job_request, response: Response) -> JobCreated:
+        request = generation_request(body)
+        # Model, LoRA and ControlNet names resolve only to catalog entries; families must match.
+        problems = engine.catalog.problems(request)
+        if problems:
+            raise unserved(problems)
+        job = jobs.submit(request)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return JobCreated(id=job.id)
-
     @router.get("/jobs/{job_id}", response_model=JobStatus, operation_id="getJob", responses=_UNKNOWN_JOB)
     def status(job_id: str) -> dict:
         return jobs.status(job_id)

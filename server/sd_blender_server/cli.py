@@ -2,23 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
 import sys
 
-DEFAULT_PORT = 7870
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEFAULT_CONTROLNETS = {
-    "depth": "lllyasviel/control_v11f1p_sd15_depth",
-    "normal": "lllyasviel/control_v11p_sd15_normalbae",
-    "openpose": "lllyasviel/control_v11p_sd15_openpose",
-    "lineart": "lllyasviel/control_v11p_sd15_lineart",
-    "canny": "lllyasviel/control_v11p_sd15_canny",
-    "seg": "lllyasviel/control_v11p_sd15_seg",
-    "tile": "lllyasviel/control_v11f1e_sd15_tile",
-}
+from .config import RequestLimits, ServerConfig, controlnets_for
+
+_DEFAULTS = ServerConfig()
 
 
 def _controlnet_option(value: str) -> tuple[str, str]:
@@ -65,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sd-blender-server", description="sd_blender's GPU server: ControlNet Stable Diffusion over HTTP."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=_DEFAULTS.port, help="port (default: %(default)s)")
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=_DEFAULTS.model,
         help="hub id, local diffusers folder, .safetensors file, or 'tiny' (default: %(default)s)",
     )
     parser.add_argument(
@@ -82,10 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "TYPE 'union' names an SDXL ControlNet Union model: it serves every type no other --controlnet names, "
         "and the SD 1.5 defaults are dropped",
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), or a torch device (default: auto)")
+    parser.add_argument(
+        "--device", default=_DEFAULTS.device, help="auto (cuda, mps, cpu), or a torch device (default: %(default)s)"
+    )
     parser.add_argument(
         "--dtype",
-        default="auto",
+        default=_DEFAULTS.dtype,
         choices=("auto", "float16", "bfloat16", "float32"),
         help="auto: float16 on cuda, float32 otherwise",
     )
@@ -111,27 +106,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
-        "--max-queue", type=_positive(int), default=32, help="jobs that may wait; past it POST /v1/jobs answers 429 "
-        "(default: %(default)s)"
+        "--max-queue", type=_positive(int), default=_DEFAULTS.max_queue,
+        help="jobs that may wait; past it POST /v1/jobs answers 429 (default: %(default)s)",
     )
     limits.add_argument(
-        "--job-timeout", type=_not_negative, default=600.0,
+        "--job-timeout", type=_not_negative, default=_DEFAULTS.job_timeout,
         help="seconds a job may run before it is stopped and failed; 0: no limit (default: %(default)g)",
     )
     limits.add_argument(
-        "--keep-results", type=_positive(int), default=200,
+        "--keep-results", type=_positive(int), default=_DEFAULTS.keep_results,
         help="finished jobs (with their images) kept; older ones are dropped (default: %(default)s)",
     )
     limits.add_argument(
-        "--result-ttl", type=_positive(float), default=3600.0,
+        "--result-ttl", type=_positive(float), default=_DEFAULTS.result_ttl,
         help="seconds a finished job (with its images) is kept (default: %(default)g)",
     )
     limits.add_argument(
-        "--max-body-mb", type=_positive(float), default=64.0,
+        "--max-body-mb", type=_positive(float), default=_DEFAULTS.max_body_mb,
         help="largest request body in MB; larger answers 413 (default: %(default)g)",
     )
     limits.add_argument(
-        "--max-pixels", type=_positive(int), default=2048 * 2048,
+        "--max-pixels", type=_positive(int), default=_DEFAULTS.request.max_pixels,
         help="most pixels (width x height) a job may ask for; input images may have 4x as many (default: %(default)s)",
     )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -141,13 +136,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def controlnets_for(model: str, overrides: list[tuple[str, str]]) -> dict[str, str]:
-    """The ControlNet serving each control type: the defaults (SD 1.5's, or tiny's for the tiny
-    model) with the command line's overrides; a Union model replaces the defaults."""
-    if any(control_type == "union" for control_type, _ in overrides):
-        return dict(overrides)
-    defaults = {control_type: "tiny" for control_type in DEFAULT_CONTROLNETS} if model == "tiny" else DEFAULT_CONTROLNETS
-    return {**defaults, **dict(overrides)}
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The configuration the command line asks for."""
+    return ServerConfig(
+        model=args.model,
+        controlnets=controlnets_for(args.model, args.controlnet),
+        device=args.device,
+        dtype=args.dtype,
+        cache_dir=args.cache_dir,
+        models_dirs=tuple(args.models_dir),
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_queue=args.max_queue,
+        job_timeout=args.job_timeout or None,
+        keep_results=args.keep_results,
+        result_ttl=args.result_ttl,
+        max_body_mb=args.max_body_mb,
+        request=dataclasses.replace(RequestLimits(), max_pixels=args.max_pixels),
+    )
 
 
 def quiet_libraries(debug: bool) -> None:
@@ -186,52 +193,33 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from . import images, schemas
     from .api import create_app
     from .engine import GenerationEngine
+    from .errors import ModelLoadError
     from .jobs import JobQueue
-    from .model_sources import ModelLoadError
 
-    schemas.MAX_PIXELS = args.max_pixels
-    images.set_max_input_pixels(4 * args.max_pixels)
-
+    config = server_config(args)
     quiet_libraries(debug=args.log_level == "debug")
     try:
-        engine = GenerationEngine(
-            args.model,
-            controlnets_for(args.model, args.controlnet),
-            args.device,
-            args.dtype,
-            args.cache_dir,
-            models_dirs=args.models_dir,
-        )
+        engine = GenerationEngine(config)
+        if not args.print_openapi:
+            engine.load()
     except ModelLoadError as error:
         print(f"sd-blender-server: {error}", file=sys.stderr)
         return 2
+    jobs = JobQueue(engine, config)
+    app = create_app(config, jobs)
     if args.print_openapi:
-        print(json.dumps(create_app(JobQueue(engine), token=args.token).openapi(), indent=2, sort_keys=True))
+        print(json.dumps(app.openapi(), indent=2, sort_keys=True))
         return 0
-    try:
-        engine.load()
-    except ModelLoadError as error:
-        print(f"sd-blender-server: {error}", file=sys.stderr)
-        return 2
-    jobs = JobQueue(
-        engine,
-        max_finished=args.keep_results,
-        result_ttl=args.result_ttl,
-        max_queue=args.max_queue,
-        job_timeout=args.job_timeout or None,
-    )
     jobs.start()
-    app = create_app(jobs, token=args.token, max_body_bytes=int(args.max_body_mb * 2**20))
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
-                print(f"sd_blender server ready on http://{args.host}:{args.port}", flush=True)
+                print(f"sd_blender server ready on http://{config.host}:{config.port}", flush=True)
 
-    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    server = Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level))
     server.run()
     return 0 if server.started else 1

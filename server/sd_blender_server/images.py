@@ -7,41 +7,17 @@ import hashlib
 import io
 import json
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
+
+from .schedulers import SCHEDULERS
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
-# The most pixels an input image may decode to (checked from the file header, before decoding),
-# so a small file that decodes to gigabytes (a decompression bomb) is refused. The CLI sets it
-# to 4 x --max-pixels.
-MAX_INPUT_PIXELS = 4 * 2048 * 2048
 
 
-def set_max_input_pixels(pixels: int) -> None:
-    global MAX_INPUT_PIXELS
-    MAX_INPUT_PIXELS = pixels
-    # PIL's own guard (an error at twice its limit) stays behind ours.
-    Image.MAX_IMAGE_PIXELS = pixels
-
-
-set_max_input_pixels(MAX_INPUT_PIXELS)
-
-SAMPLER_NAMES = {
-    "unipc": "UniPC",
-    "euler_a": "Euler a",
-    "euler": "Euler",
-    "dpmpp_2m": "DPM++ 2M",
-    "dpmpp_2m_karras": "DPM++ 2M Karras",
-    "ddim": "DDIM",
-    "pndm": "PLMS",
-    "lms": "LMS",
-    "heun": "Heun",
-}
-
-
-def decode_base64_image(value: object) -> Image.Image:
-    """A base64 PNG or JPEG file (a `data:` URL prefix is allowed) as an RGB image."""
-    if isinstance(value, Image.Image):
-        return value
+def decode_base64_image(value: object, max_pixels: int) -> Image.Image:
+    """A base64 PNG or JPEG file (a `data:` URL prefix is allowed) as an RGB image. Its size is read
+    from the file's header and checked against `max_pixels` before anything is decoded, so a small
+    file that would decode to gigabytes (a decompression bomb) is refused at once."""
     if not isinstance(value, str):
         raise ValueError("must be a base64 string of a PNG or JPEG file")
     if value.startswith("data:") and "," in value:
@@ -50,33 +26,35 @@ def decode_base64_image(value: object) -> Image.Image:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("is not valid base64") from None
+    image = _open_header(data)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(
+            f"is {width}x{height} pixels ({width * height}); this server decodes images of at most {max_pixels} pixels"
+        )
     try:
-        image = Image.open(io.BytesIO(data))
-        image_format = image.format
-        if image_format not in ACCEPTED_FORMATS:
-            raise ValueError(f"is a {image_format or 'unknown'} file; send PNG or JPEG")
-        _check_size(*image.size)
         image.load()
         return image.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError("is not a PNG or JPEG file") from None
-    except Image.DecompressionBombError:  # PIL's guard in Image.open, at twice the limit
-        raise ValueError(
-            f"decodes to more than {2 * MAX_INPUT_PIXELS} pixels; this server decodes images of at most "
-            f"{MAX_INPUT_PIXELS} pixels"
-        ) from None
-    except ValueError:
-        raise
     except Exception as error:  # PIL raises many types for truncated or corrupt files
         raise ValueError(f"is not a readable PNG or JPEG file ({error})") from None
 
 
-def _check_size(width: int, height: int) -> None:
-    if width * height > MAX_INPUT_PIXELS:
-        raise ValueError(
-            f"is {width}x{height} pixels ({width * height}); this server decodes images of at most "
-            f"{MAX_INPUT_PIXELS} pixels"
-        )
+def _open_header(data: bytes) -> Image.Image:
+    """A PNG or JPEG file with only its header read. Opened by its format's own class: Image.open
+    would apply PIL's process-wide pixel limit, which this server leaves as it is."""
+    Image.preinit()
+    for image_format in ACCEPTED_FORMATS:
+        factory, accept = Image.OPEN[image_format]
+        if accept is None or accept(data[:16]):
+            try:
+                return factory(io.BytesIO(data), None)
+            except Exception as error:
+                raise ValueError(f"is not a readable PNG or JPEG file ({error})") from None
+    try:
+        other = Image.open(io.BytesIO(data)).format
+    except Exception:  # not an image PIL knows, or one past PIL's own limit
+        raise ValueError("is not a PNG or JPEG file") from None
+    raise ValueError(f"is a {other or 'unknown'} file; send PNG or JPEG")
 
 
 def a1111_model_hash(path: str) -> str:
@@ -110,7 +88,7 @@ def a1111_parameters(parameters: dict, seed: int) -> str:
         lines.append(f"Negative prompt: {parameters['negative_prompt']}")
     fields = [
         f"Steps: {parameters['steps']}",
-        f"Sampler: {SAMPLER_NAMES[parameters['scheduler']]}",
+        f"Sampler: {SCHEDULERS[parameters['scheduler']].a1111_name}",
         f"CFG scale: {parameters['guidance_scale']}",
         f"Seed: {seed}",
         f"Size: {parameters['width']}x{parameters['height']}",

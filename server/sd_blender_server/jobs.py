@@ -1,7 +1,6 @@
 """The job queue: one worker thread owns the engine (and so the device) and runs jobs in order."""
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import secrets
@@ -10,21 +9,21 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import torch
-
-from .engine import GenerationEngine, JobCancelled, with_seed
+from .config import ServerConfig
+from .errors import EngineError, JobCancelled
 from .images import encode_png
-from .model_sources import ModelLoadError
-from .schemas import JobRequest
+from .request import GenerationRequest
+
+if TYPE_CHECKING:
+    from .engine import GenerationEngine
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = ("done", "failed", "cancelled")
-MAX_FINISHED_JOBS = 200
-RESULT_TTL_SECONDS = 3600.0
-MAX_QUEUE = 32
-JOB_TIMEOUT_SECONDS = 600.0
+# A job's states, in the order it passes through them; the last three are final.
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+TERMINAL_STATES = JOB_STATES[2:]
 _DEFAULT_JOB_SECONDS = 5.0  # the Retry-After guess before any job has run
 
 
@@ -40,20 +39,6 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, or the RuntimeError other backends raise when memory runs out."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-    )
-
-
-def free_memory() -> None:
-    """Give back what a failed job held: Python garbage, then the CUDA cache."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 class JobFinished(Exception):
     pass
 
@@ -65,7 +50,7 @@ def _now() -> str:
 @dataclass
 class Job:
     id: str
-    request: JobRequest
+    request: GenerationRequest | None
     parameters: dict
     state: str = "queued"
     step: int = 0
@@ -103,24 +88,17 @@ class Job:
 class JobQueue:
     """FIFO jobs for one engine.
 
-    At most `max_queue` jobs wait (QueueFull past it); a running job is stopped after
-    `job_timeout` seconds (None: no limit). Finished jobs are kept `result_ttl` seconds, at most
-    the newest `max_finished` of them; older ones are dropped with their images.
+    At most `config.max_queue` jobs wait (QueueFull past it); a running job is stopped after
+    `config.job_timeout` seconds (None: no limit). Finished jobs are kept `config.result_ttl`
+    seconds, at most the newest `config.keep_results` of them; older ones are dropped with their images.
     """
 
-    def __init__(
-        self,
-        engine: GenerationEngine,
-        max_finished: int = MAX_FINISHED_JOBS,
-        result_ttl: float = RESULT_TTL_SECONDS,
-        max_queue: int = MAX_QUEUE,
-        job_timeout: float | None = JOB_TIMEOUT_SECONDS,
-    ):
+    def __init__(self, engine: GenerationEngine, config: ServerConfig):
         self.engine = engine
-        self._max_finished = max_finished
-        self.result_ttl = result_ttl
-        self.max_queue = max_queue
-        self.job_timeout = job_timeout
+        self._max_finished = config.keep_results
+        self.result_ttl = config.result_ttl
+        self.max_queue = config.max_queue
+        self.job_timeout = config.job_timeout
         self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
@@ -160,9 +138,9 @@ class JobQueue:
                     estimate = min(estimate, job.deadline - now)
         return max(1, min(math.ceil(estimate), 3600))
 
-    def submit(self, request: JobRequest) -> Job:
-        request = with_seed(request)
-        job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
+    def submit(self, request: GenerationRequest) -> Job:
+        request = request.with_seed()
+        job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.catalog.parameters(request))
         job.total = request.steps
         with self._lock:
             if len(self._waiting) >= self.max_queue:
@@ -259,7 +237,6 @@ class JobQueue:
             job.events.append(("progress", {"step": step, "total": total}))
 
     def _run(self, job: Job) -> None:
-        failure = None
         try:
             result = self.engine.generate(
                 job.request,
@@ -279,25 +256,16 @@ class JobQueue:
                         f"stopped after {job.step} of {job.total} steps: the job ran past this server's "
                         f"time limit of {self.job_timeout:g} s (--job-timeout)",
                     )
-        except ModelLoadError as error:
-            log.error("job %s: %s", job.id, error)
+        except EngineError as error:
+            log.error("job %s failed: %s", job.id, error)
             with self._lock:
                 self._finish(job, "failed", str(error))
-        except Exception as error:
-            if is_out_of_memory(error):
-                log.warning("job %s ran out of memory: %s", job.id, error)
-                failure = "out of GPU memory: try a smaller width/height or fewer images"
-            else:
-                log.exception("job %s failed", job.id)
-                failure = f"{type(error).__name__}: {error}"
+        except Exception as error:  # a bug: the job fails, the worker goes on
+            log.exception("job %s failed", job.id)
+            with self._lock:
+                self._finish(job, "failed", f"{type(error).__name__}: {error}")
         else:
             with self._lock:
                 job.images = images
                 job.parameters = result.parameters  # what ran, e.g. with the checkpoint's model hash
                 self._finish(job, "done")
-            return
-        if failure is not None:
-            # Outside the except block, so the traceback's frames (and their tensors) are gone.
-            free_memory()
-            with self._lock:
-                self._finish(job, "failed", failure)

@@ -12,18 +12,16 @@ from pathlib import Path
 
 from . import hub, tiny
 from . import registry as registry_module
-from .registry import UNION, Entry
+from .config import UNION
+from .errors import ModelLoadError
+from .registry import Entry
 
 log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-class ModelLoadError(Exception):
-    """A model could not be loaded; the message is one line meant for the user."""
-
-
-@dataclass
+@dataclass(frozen=True)
 class ModelSource:
     name: str  # as the user gave it
     kind: str  # tiny | hub | folder | file

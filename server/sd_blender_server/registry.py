@@ -11,21 +11,22 @@ Pickle files (.ckpt, .pt, .bin, .pth) are listed as refused and never opened.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .config import UNION
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 PICKLE_REASON = "pickle file (may run code when loaded): convert to safetensors"
 CONFIGS_DIR = Path(__file__).parent / "configs"
-# The control type of an SDXL ControlNet Union model: one ControlNet serving several types.
-UNION = "union"
 _UNION_KEYS = ("task_embedding", "control_type_proj.", "control_add_embedding.")
 UNION_FILE_REASON = (
     "a ControlNet Union model needs its config.json: put the file in a folder of its own as "
@@ -58,7 +59,7 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _MAX_DEPTH = 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class Entry:
     name: str
     kind: str  # base | controlnet | lora | refused
@@ -67,19 +68,7 @@ class Entry:
     family: str | None = None  # sd15 | sd2 | sdxl | tiny | None (unknown)
     control_type: str | None = None
     reason: str | None = None  # why a refused file is refused
-    extra: dict = field(default_factory=dict)
-
-    def describe(self) -> dict:
-        item = {
-            "name": self.name,
-            "kind": self.kind,
-            "family": self.family,
-            "source": self.source,
-            "location": self.location,
-        }
-        if self.reason is not None:
-            item["reason"] = self.reason
-        return item
+    refused_kind: str | None = None  # the kind of folder a refused file was found in
 
 
 def read_safetensors_header(path: str | os.PathLike) -> dict:
@@ -261,96 +250,111 @@ def _layout_folders(models_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
+@dataclass(frozen=True)
 class Registry:
-    """Names to models. Names are unique within a kind; the first one found keeps the plain stem."""
+    """Names to models, never changed once built (a change gives a new Registry). Names are unique
+    within a kind; the first one found keeps the plain stem."""
 
-    def __init__(self) -> None:
-        self.entries: list[Entry] = []
+    entries: tuple[Entry, ...] = ()
 
-    def add(self, entry: Entry) -> Entry:
-        taken = {item.name for item in self.entries if item.kind == entry.kind}
-        if entry.name in taken:
-            base, number = entry.name, 2
-            while f"{base}-{number}" in taken:
-                number += 1
-            entry.name = f"{base}-{number}"
-        self.entries.append(entry)
-        return entry
+    def with_entries(self, entries: list[Entry]) -> Registry:
+        """This registry and `entries`, each renamed NAME-2, NAME-3, ... where its name is taken."""
+        added = list(self.entries)
+        for entry in entries:
+            taken = {item.name for item in added if item.kind == entry.kind}
+            name, number = entry.name, 2
+            while name in taken:
+                name, number = f"{entry.name}-{number}", number + 1
+            added.append(dataclasses.replace(entry, name=name))
+        return Registry(tuple(added))
+
+    def scanned(self, models_dir: str | os.PathLike) -> Registry:
+        """This registry and every model in an A1111/ComfyUI models folder (or the webui/ComfyUI root)."""
+        return self.with_entries(scan(models_dir))
+
+    def with_family(self, kind: str, name: str, family: str | None) -> Registry:
+        return Registry(tuple(
+            dataclasses.replace(entry, family=family) if (entry.kind, entry.name) == (kind, name) else entry
+            for entry in self.entries
+        ))
 
     def of_kind(self, kind: str) -> list[Entry]:
         return [entry for entry in self.entries if entry.kind == kind]
 
     def get(self, kind: str, name: str) -> Entry | None:
-        for entry in self.entries:
-            if entry.kind == kind and entry.name == name:
-                return entry
-        return None
+        return next((entry for entry in self.entries if entry.kind == kind and entry.name == name), None)
 
     def names(self, kind: str) -> list[str]:
         return [entry.name for entry in self.of_kind(kind)]
 
-    def scan(self, models_dir: str | os.PathLike) -> None:
-        """Add every model in an A1111/ComfyUI models folder (or the webui/ComfyUI root)."""
-        models_dir = Path(models_dir).expanduser()
-        if not models_dir.is_dir():
-            raise ValueError(f"models folder {models_dir} does not exist")
-        layout = _layout_folders(models_dir)
-        if not layout:
-            log.warning(
-                "%s has none of the folders %s", models_dir, ", ".join(name for names in LAYOUT.values() for name in names)
-            )
-        for kind, folder in layout:
-            self._scan_folder(kind, folder, 0)
 
-    def _scan_folder(self, kind: str, folder: Path, depth: int) -> None:
-        try:
-            children = sorted(folder.iterdir())
-        except OSError as error:
-            log.warning("cannot list %s: %s", folder, error)
-            return
-        for path in children:
-            if path.name.startswith("."):
-                continue
-            if path.is_dir():
-                found_kind, family = folder_kind_family(path)
-                if found_kind is not None:
-                    if found_kind == kind:
-                        control_type = UNION if is_union_folder(path) else self._control_type(kind, path.name)
-                        self.add(Entry(path.name, kind, "folder", str(path), family, control_type))
-                elif depth < _MAX_DEPTH:
-                    self._scan_folder(kind, path, depth + 1)
-                continue
-            suffix = path.suffix.lower()
-            if suffix in PICKLE_SUFFIXES:
-                # Never opened: listed so the user knows why it is not offered.
-                self.add(Entry(path.stem, "refused", "file", str(path), reason=PICKLE_REASON, extra={"kind": kind}))
-            elif suffix == ".safetensors":
-                self._add_file(kind, path)
+def scan(models_dir: str | os.PathLike) -> list[Entry]:
+    """Every model in an A1111/ComfyUI models folder (or the webui/ComfyUI root), in sorted order."""
+    models_dir = Path(models_dir).expanduser()
+    if not models_dir.is_dir():
+        raise ValueError(f"models folder {models_dir} does not exist")
+    layout = _layout_folders(models_dir)
+    if not layout:
+        log.warning(
+            "%s has none of the folders %s", models_dir, ", ".join(name for names in LAYOUT.values() for name in names)
+        )
+    found: list[Entry] = []
+    for kind, folder in layout:
+        _scan_folder(kind, folder, 0, found)
+    return found
 
-    def _add_file(self, kind: str, path: Path) -> None:
-        try:
-            header = read_safetensors_header(path)
-        except (OSError, ValueError) as error:
-            self.add(Entry(path.stem, "refused", "file", str(path), reason=f"unreadable: {error}", extra={"kind": kind}))
-            return
-        found_kind, family = classify_safetensors(header)
-        reason = unsupported_reason(header)
-        if reason is not None:
-            self.add(Entry(path.stem, "refused", "file", str(path), reason=reason, extra={"kind": kind}))
-            return
-        if found_kind == "controlnet" and is_union_header(header):
-            self.add(Entry(path.stem, "refused", "file", str(path), reason=UNION_FILE_REASON, extra={"kind": found_kind}))
-            return
-        if found_kind is None:
-            # A diffusers-format single file (e.g. a ControlNet's diffusion_pytorch_model.safetensors renamed).
-            found_kind = kind
-        if found_kind != kind:
-            log.info("%s is a %s in the %s folder; listed as a %s", path, found_kind, kind, found_kind)
-        self.add(Entry(path.stem, found_kind, "file", str(path), family, self._control_type(found_kind, path.stem)))
 
-    @staticmethod
-    def _control_type(kind: str, name: str) -> str | None:
-        return guess_control_type(name) if kind == "controlnet" else None
+def _scan_folder(kind: str, folder: Path, depth: int, found: list[Entry]) -> None:
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as error:
+        log.warning("cannot list %s: %s", folder, error)
+        return
+    for path in children:
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            found_kind, family = folder_kind_family(path)
+            if found_kind is not None:
+                if found_kind == kind:
+                    control_type = UNION if is_union_folder(path) else _control_type(kind, path.name)
+                    found.append(Entry(path.name, kind, "folder", str(path), family, control_type))
+            elif depth < _MAX_DEPTH:
+                _scan_folder(kind, path, depth + 1, found)
+            continue
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            # Never opened: listed so the user knows why it is not offered.
+            found.append(_refused(path, PICKLE_REASON, kind))
+        elif suffix == ".safetensors":
+            found.append(_file_entry(kind, path))
+
+
+def _refused(path: Path, reason: str, kind: str) -> Entry:
+    return Entry(path.stem, "refused", "file", str(path), reason=reason, refused_kind=kind)
+
+
+def _file_entry(kind: str, path: Path) -> Entry:
+    try:
+        header = read_safetensors_header(path)
+    except (OSError, ValueError) as error:
+        return _refused(path, f"unreadable: {error}", kind)
+    found_kind, family = classify_safetensors(header)
+    reason = unsupported_reason(header)
+    if reason is not None:
+        return _refused(path, reason, kind)
+    if found_kind == "controlnet" and is_union_header(header):
+        return _refused(path, UNION_FILE_REASON, found_kind)
+    if found_kind is None:
+        # A diffusers-format single file (e.g. a ControlNet's diffusion_pytorch_model.safetensors renamed).
+        found_kind = kind
+    if found_kind != kind:
+        log.info("%s is a %s in the %s folder; listed as a %s", path, found_kind, kind, found_kind)
+    return Entry(path.stem, found_kind, "file", str(path), family, _control_type(found_kind, path.stem))
+
+
+def _control_type(kind: str, name: str) -> str | None:
+    return guess_control_type(name) if kind == "controlnet" else None
 
 
 def config_folder(family: str | None) -> Path | None:

@@ -1,96 +1,146 @@
-"""Request and response models of the HTTP API (pydantic v2)."""
+"""Request and response models of the HTTP API (pydantic v2). The request's bounds come from the
+server's RequestLimits, so the OpenAPI schema shows the limits the running server enforces."""
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from functools import partial
 from typing import Annotated, Literal
 
 from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from .config import CONTROL_TYPES, RequestLimits
 from .images import decode_base64_image
+from .jobs import JOB_STATES
+from .request import GenerationRequest
+from .schedulers import SCHEDULER_NAMES
 
-SCHEDULERS = ("unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun")
-SchedulerName = Literal["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"]
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-# The most pixels (width x height) a job may ask for; the CLI sets it from --max-pixels.
-MAX_PIXELS = 2048 * 2048
-
-# Decoded while the request is validated, so a bad image is a 422 naming its field.
-Base64Image = Annotated[
-    Image.Image,
-    BeforeValidator(decode_base64_image),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "a PNG or JPEG file, base64"}),
-]
+JobState = Literal[JOB_STATES]
+SchedulerName = Literal[SCHEDULER_NAMES]
+# The request's defaults are the engine's.
+_DEFAULTS = {item.name: item.default for item in fields(GenerationRequest)}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
-class Control(_Strict):
-    type: str = Field(description="the control type, e.g. depth, normal, openpose, lineart, canny, seg, tile")
-    model: str | None = Field(
-        None, description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`"
-    )
-    image: Base64Image
-    weight: float = Field(1.0, ge=0, le=2, description="controlnet_conditioning_scale")
-    start: float = Field(0.0, ge=0, le=1, description="fraction of the steps where this control starts")
-    end: float = Field(1.0, ge=0, le=1, description="fraction of the steps where this control ends")
+@dataclass(frozen=True)
+class WireModels:
+    """The request models of one server's limits."""
 
-    @model_validator(mode="after")
-    def _start_before_end(self) -> Control:
-        if self.start >= self.end:
-            raise ValueError(f"start ({self.start}) must be less than end ({self.end})")
-        return self
+    job_request: type[BaseModel]
+    control: type[BaseModel]
+    lora: type[BaseModel]
 
 
-class LoraWeight(_Strict):
-    name: str = Field(max_length=200, description="a LoRA name from /v1/models (`loras[].name`)")
-    weight: float = Field(1.0, ge=-4, le=4, description="how strongly the LoRA applies")
+def wire_models(limits: RequestLimits) -> WireModels:
+    """The job request model (and its parts) bounded by `limits`."""
+    # Decoded while the request is validated, so a bad image is a 422 naming its field.
+    base64_image = Annotated[
+        Image.Image,
+        BeforeValidator(partial(decode_base64_image, max_pixels=limits.max_input_pixels)),
+        WithJsonSchema({
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels",
+        }),
+    ]
 
-
-class JobRequest(_Strict):
-    model: str | None = Field(
-        None, max_length=200, description="a base model name from /v1/models; null: the server's default model"
-    )
-    loras: list[LoraWeight] = Field(default_factory=list, max_length=8, description="LoRAs applied to this job only")
-    prompt: str = Field("", max_length=4000)
-    negative_prompt: str = Field("", max_length=4000)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="null picks a random seed")
-    steps: int = Field(20, ge=1, le=150)
-    guidance_scale: float = Field(7.5, ge=0, le=30)
-    width: int = Field(512, ge=64, le=2048, multiple_of=8)
-    height: int = Field(512, ge=64, le=2048, multiple_of=8)
-    num_images: int = Field(1, ge=1, le=8)
-    scheduler: SchedulerName = "unipc"
-    controls: list[Control] = Field(default_factory=list, max_length=4)
-    init_image: Base64Image | None = Field(None, description="img2img source image")
-    strength: float = Field(0.75, ge=0, le=1, description="img2img denoising strength")
-    guess_mode: bool = Field(
-        False, description="ControlNet guess mode: the controls act without the prompt on the unconditional pass"
-    )
-
-    @model_validator(mode="after")
-    def _at_most_max_pixels(self) -> JobRequest:
-        # After validation, so a defaulted width or height counts too (field validators skip defaults).
-        pixels = self.width * self.height
-        if pixels <= MAX_PIXELS:
-            return self
-        # The error names the size the client sent (width when it sent only width, else height), not the
-        # whole body as a ValueError raised here would.
-        field = "width" if self.model_fields_set & {"width", "height"} == {"width"} else "height"
-        message = f"{self.width}x{self.height} is {pixels} pixels; this server's maximum is {MAX_PIXELS} (width x height)"
-        error = InitErrorDetails(
-            type=PydanticCustomError("too_many_pixels", message), loc=(field,), input=getattr(self, field)
+    class Control(_Strict):
+        type: str = Field(description=f"the control type, e.g. {', '.join(CONTROL_TYPES)} (see /v1/models)")
+        model: str | None = Field(
+            None, description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`"
         )
-        raise ValidationError.from_exception_data(type(self).__name__, [error])
+        image: base64_image
+        weight: float = Field(
+            1.0, ge=limits.control_weight.min, le=limits.control_weight.max, description="controlnet_conditioning_scale"
+        )
+        start: float = Field(0.0, ge=0, le=1, description="fraction of the steps where this control starts")
+        end: float = Field(1.0, ge=0, le=1, description="fraction of the steps where this control ends")
 
-    @model_validator(mode="after")
-    def _img2img_runs_a_step(self) -> JobRequest:
-        # img2img runs int(steps * strength) steps; diffusers fails on zero.
-        if self.init_image is not None and int(self.steps * self.strength) < 1:
-            raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
-        return self
+        @model_validator(mode="after")
+        def _start_before_end(self) -> Control:
+            if self.start >= self.end:
+                raise ValueError(f"start ({self.start}) must be less than end ({self.end})")
+            return self
+
+    class LoraWeight(_Strict):
+        name: str = Field(max_length=200, description="a LoRA name from /v1/models (`loras[].name`)")
+        weight: float = Field(
+            1.0, ge=limits.lora_weight.min, le=limits.lora_weight.max, description="how strongly the LoRA applies"
+        )
+
+    pixels = f"width x height at most {limits.max_pixels} (this server's --max-pixels), defaults included"
+
+    class JobRequest(_Strict):
+        model: str | None = Field(
+            _DEFAULTS["model"], max_length=200,
+            description="a base model name from /v1/models; null: the server's default model",
+        )
+        loras: list[LoraWeight] = Field(
+            default_factory=list, max_length=limits.max_loras, description="LoRAs applied to this job only"
+        )
+        prompt: str = Field(_DEFAULTS["prompt"], max_length=limits.prompt_max_length)
+        negative_prompt: str = Field(_DEFAULTS["negative_prompt"], max_length=limits.prompt_max_length)
+        seed: int | None = Field(_DEFAULTS["seed"], ge=0, le=2**32 - 1, description="null picks a random seed")
+        steps: int = Field(_DEFAULTS["steps"], ge=limits.steps.min, le=limits.steps.max)
+        guidance_scale: float = Field(
+            _DEFAULTS["guidance_scale"], ge=limits.guidance_scale.min, le=limits.guidance_scale.max
+        )
+        width: int = Field(
+            _DEFAULTS["width"], ge=limits.width.min, le=limits.width.max, multiple_of=limits.width.multiple_of,
+            description=pixels,
+        )
+        height: int = Field(
+            _DEFAULTS["height"], ge=limits.height.min, le=limits.height.max, multiple_of=limits.height.multiple_of,
+            description=pixels,
+        )
+        num_images: int = Field(_DEFAULTS["num_images"], ge=limits.num_images.min, le=limits.num_images.max)
+        scheduler: SchedulerName = _DEFAULTS["scheduler"]
+        controls: list[Control] = Field(default_factory=list, max_length=limits.max_controls)
+        init_image: base64_image | None = Field(_DEFAULTS["init_image"], description="img2img source image")
+        strength: float = Field(
+            _DEFAULTS["strength"], ge=limits.strength.min, le=limits.strength.max,
+            description="img2img denoising strength",
+        )
+        guess_mode: bool = Field(
+            _DEFAULTS["guess_mode"],
+            description="ControlNet guess mode: the controls act without the prompt on the unconditional pass",
+        )
+
+        @model_validator(mode="after")
+        def _at_most_max_pixels(self) -> JobRequest:
+            # After validation, so a defaulted width or height counts too (field validators skip defaults).
+            pixels = self.width * self.height
+            if pixels <= limits.max_pixels:
+                return self
+            # The error names the size the client sent (width when it sent only width, else height), not
+            # the whole body as a ValueError raised here would.
+            field = "width" if self.model_fields_set & {"width", "height"} == {"width"} else "height"
+            message = (
+                f"{self.width}x{self.height} is {pixels} pixels; this server's maximum is {limits.max_pixels} "
+                "(width x height)"
+            )
+            error = InitErrorDetails(
+                type=PydanticCustomError("too_many_pixels", message), loc=(field,), input=getattr(self, field)
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [error])
+
+        @model_validator(mode="after")
+        def _img2img_runs_a_step(self) -> JobRequest:
+            # img2img runs int(steps * strength) steps; diffusers fails on zero.
+            if self.init_image is not None and int(self.steps * self.strength) < 1:
+                raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
+            return self
+
+    return WireModels(JobRequest, Control, LoraWeight)
+
+
+# The request model of a server with the default limits (what clients can check a request against
+# offline); a running server validates with wire_models(its limits).
+JobRequest = wire_models(RequestLimits()).job_request
 
 
 class JobCreated(BaseModel):
@@ -116,3 +166,44 @@ class JobStatus(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+
+
+class NumberRange(BaseModel):
+    min: float
+    max: float
+
+
+class CountRange(BaseModel):
+    min: int
+    max: int
+
+
+class SizeRange(BaseModel):
+    min: int
+    max: int
+    multiple_of: int
+
+
+class AtMost(BaseModel):
+    max: int
+
+
+class Limits(BaseModel):
+    """What this server accepts: its request bounds, queue and body limits (GET /v1/limits)."""
+
+    max_pixels: int = Field(description="the most width x height a job may ask for (--max-pixels)")
+    width: SizeRange
+    height: SizeRange
+    steps: CountRange
+    num_images: CountRange
+    guidance_scale: NumberRange
+    strength: NumberRange
+    prompt_max_length: int = Field(description="the most characters in prompt and negative_prompt")
+    controls: AtMost = Field(description="the most controls a job may have")
+    control_weight: NumberRange
+    loras: AtMost = Field(description="the most LoRAs a job may apply")
+    lora_weight: NumberRange
+    schedulers: list[str]
+    max_queue: int = Field(description="jobs that may wait; past it POST /v1/jobs answers 429 (--max-queue)")
+    job_timeout_s: float | None = Field(description="seconds a job may run; null: no limit (--job-timeout)")
+    max_body_mb: float = Field(description="the largest request body in MB; larger answers 413 (--max-body-mb)")

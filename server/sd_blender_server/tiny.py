@@ -13,8 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# One tiny ControlNet for each control type, seeded by its index in CONTROL_TYPES.
+from .config import CONTROL_TYPES
+
 TINY_VERSION = "tiny-v2"
-CONTROL_TYPES = ("depth", "normal", "openpose", "lineart", "canny", "seg", "tile")
 
 # Small, but shaped like SD 1.5: 4 latent channels, a VAE that downsamples by 8, cross
 # attention on CLIP hidden states, ControlNets whose condition embedding also downsamples by 8.

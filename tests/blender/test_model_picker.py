@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/server"]
 from sd_blender_server.tiny import ensure_tiny_model
-from test_registry import SD15_LORA, _fake, _tiny_lora
+from model_builders import SD15_LORA, fake_safetensors, tiny_lora
 cache, loras = Path(sys.argv[2]), Path(sys.argv[3])
 loras.mkdir(parents=True)
-_tiny_lora(ensure_tiny_model(cache) / "pipeline", loras / "tiny_style.safetensors", seed=1)
-_fake(loras / "detail_sd15.safetensors", SD15_LORA)
+tiny_lora(ensure_tiny_model(cache) / "pipeline", loras / "tiny_style.safetensors", seed=1)
+fake_safetensors(loras / "detail_sd15.safetensors", SD15_LORA)
 """
 
 CLASH = ("LoRA 'detail_sd15' is for sd15 but base model 'tiny' is tiny: "

@@ -11,7 +11,7 @@ from sd_blender.core.model_list import ModelList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 # LoRA-shaped safetensors files, as the registry tests build them.
-from test_registry import SD15_LORA, TINY_METADATA, _fake  # noqa: E402
+from model_builders import SD15_LORA, TINY_METADATA, fake_safetensors as _fake  # noqa: E402
 
 
 def test_refresh_lists_the_servers_controlnets_with_the_units_type_first(client):

@@ -19,7 +19,8 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(tiny_cache):
-    with running_server(cache_dir=tiny_cache) as live:
+    """On the CPU (a test asserts it), whatever devices the machine has."""
+    with running_server("--device", "cpu", cache_dir=tiny_cache) as live:
         yield live
 
 

@@ -7,6 +7,9 @@ transformers classes with random weights:
   OpenCLIP ViT-bigG, `first_stage_model.*`), with a config folder shaped like the carried one;
 - a ControlNet in lllyasviel's original layout (`control_model.*`: `input_hint_block`,
   `zero_convs`, `middle_block_out`);
+- the tiny model as ONE .safetensors file in the original SD 1.x (LDM) layout, a LoRA for it
+  (peft, as diffusers saves LoRAs), and files that only look like a model (names and shapes);
+- a toy SDXL (two text encoders, text_time embedding) and an SDXL ControlNet as diffusers folders;
 - kohya-ss LoRAs (`lora_unet_*`, `lora_te_*`/`lora_te1_*`/`lora_te2_*`, with `.lora_down.weight`,
   `.lora_up.weight` and `.alpha`), in the diffusers module naming kohya uses for SD 1.x and the
   SGM naming (`input_blocks_4_1_...`) it uses for SDXL.
@@ -26,7 +29,195 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from sd_blender_server.registry import CONFIGS_DIR
-from test_registry import _RESNET, _unet_prefixes, _unet_to_ldm, _vae_to_ldm
+
+# How a single file says it is the tiny model (modelspec metadata, as real checkpoints carry it).
+TINY_METADATA = {"modelspec.architecture": "sd_blender-tiny"}
+
+# --- the tiny model in the original single-file layout (what A1111/ComfyUI users keep) -----------
+# diffusers reads this layout (from_single_file) but has no writer; these are the inverse of its
+# key conversions for any UNet/VAE depth, checked in test_registry.py by loading the file back.
+
+_RESNET = (
+    ("norm1.", "in_layers.0."),
+    ("conv1.", "in_layers.2."),
+    ("norm2.", "out_layers.0."),
+    ("conv2.", "out_layers.3."),
+    ("time_emb_proj.", "emb_layers.1."),
+    ("conv_shortcut.", "skip_connection."),
+)
+
+
+def _unet_prefixes(config: dict) -> list[tuple[str, str]]:
+    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
+    up_attention = ["CrossAttn" in name for name in config["up_block_types"]]
+    pairs = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
+    for i in range(blocks):
+        for j in range(layers):
+            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(layers + 1) * i + j + 1}.0."))
+            pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(layers + 1) * i + j + 1}.1."))
+        for j in range(layers + 1):
+            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(layers + 1) * i + j}.0."))
+            pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(layers + 1) * i + j}.1."))
+        if i < blocks - 1:
+            pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(layers + 1) * (i + 1)}.0.op."))
+            upsampler = f"output_blocks.{(layers + 1) * i + layers}.{2 if up_attention[i] else 1}."
+            pairs.append((f"up_blocks.{i}.upsamplers.0.", upsampler))
+    return pairs
+
+
+def _unet_to_ldm(state: dict, config: dict) -> dict:
+    pairs = _unet_prefixes(config)
+    converted = {}
+    for key, value in state.items():
+        diffusers_prefix, ldm_prefix = next(pair for pair in pairs if key.startswith(pair[0]))
+        rest = key[len(diffusers_prefix):]
+        if ".resnets." in diffusers_prefix:
+            for old, new in _RESNET:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+        converted["model.diffusion_model." + ldm_prefix + rest] = value
+    return converted
+
+
+def _vae_to_ldm(state: dict, config: dict) -> dict:
+    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
+    pairs = []
+    for part in ("encoder", "decoder"):
+        pairs += [(f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1.")]
+        pairs += [(f"{part}.mid_block.resnets.{j}.", f"{part}.mid.block_{j + 1}.") for j in range(2)]
+        pairs += [(f"{part}.conv_norm_out.", f"{part}.norm_out.")]
+    for i in range(blocks):
+        pairs += [(f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.") for j in range(layers)]
+        up = blocks - 1 - i
+        pairs += [(f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{up}.block.{j}.") for j in range(layers + 1)]
+        if i < blocks - 1:
+            pairs.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
+            pairs.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{up}.upsample."))
+    converted = {}
+    for key, value in state.items():
+        for old, new in pairs:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        key = key.replace("conv_shortcut.", "nin_shortcut.")
+        if ".attn_1." in key:
+            for old, new in (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")):
+                key = key.replace(".attn_1." + old, ".attn_1." + new)
+            if value.ndim == 2:
+                value = value[:, :, None, None]
+        converted["first_stage_model." + key] = value
+    return converted
+
+
+def save_ldm_single_file(pipeline_dir: Path, target: Path, metadata: dict | None = None) -> None:
+    """A diffusers SD pipeline folder as ONE .safetensors file in the original LDM layout."""
+    state = {}
+    for component, convert in (("unet", _unet_to_ldm), ("vae", _vae_to_ldm)):
+        config = json.loads((pipeline_dir / component / "config.json").read_text())
+        state.update(convert(load_file(pipeline_dir / component / "diffusion_pytorch_model.safetensors"), config))
+    for key, value in load_file(pipeline_dir / "text_encoder" / "model.safetensors").items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        state["cond_stage_model.transformer." + key] = value
+    save_file({key: value.contiguous() for key, value in state.items()}, str(target), metadata=metadata)
+
+
+def fake_safetensors(path: Path, shapes: dict, metadata: dict | None = None) -> Path:
+    """A small safetensors file whose tensor names and shapes look like a real model's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: torch.zeros(shape) for key, shape in shapes.items()}, str(path), metadata=metadata)
+    return path
+
+
+# A LoRA's header as kohya-ss writes it for SD 1.x (shapes only: its weights are zeros).
+SD15_LORA = {
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 768),
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": (320, 4),
+}
+
+
+def tiny_lora(pipeline_dir: Path, target: Path, seed: int) -> None:
+    """A LoRA for the tiny UNet (peft, random non-zero weights) saved as diffusers saves LoRAs."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: a LoRA that changes nothing
+            torch.nn.init.normal_(parameter, std=0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    saved = target.parent / "saved"
+    StableDiffusionPipeline.save_lora_weights(saved, unet_lora_layers=layers, weight_name=target.name)
+    with safe_open(saved / target.name, "pt") as file:
+        metadata = {**(file.metadata() or {}), **TINY_METADATA}
+    save_file(load_file(saved / target.name), str(target), metadata=metadata)
+    shutil.rmtree(saved)
+
+
+def toy_sdxl_folders(tiny_dir: Path, models: Path) -> None:
+    """A toy SDXL (two text encoders, text_time embedding) and an SDXL ControlNet, as diffusers folders."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, ControlNetModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "pipeline" / "tokenizer")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled text embedding (32)
+        cross_attention_dim=64,  # both text encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    pipeline = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(tiny_dir / "pipeline" / "vae"),
+        text_encoder=CLIPTextModel(text),
+        text_encoder_2=CLIPTextModelWithProjection(text),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+        ),
+    )
+    pipeline.save_pretrained(models / "checkpoints" / "toy-xl", safe_serialization=True)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    controlnet.save_pretrained(models / "controlnet" / "toy_xl_depth", safe_serialization=True)
+
 
 # --- the toy SDXL ----------------------------------------------------------------------------------
 # The carried SDXL configuration with every width and depth shrunk; everything else (block types,

@@ -31,6 +31,41 @@ def wait_finished(client: httpx.Client, job_id: str, timeout: float = 60) -> dic
     raise AssertionError(f"job {job_id} not finished after {timeout} s: {status}")
 
 
+# Long enough that the queue behind it stays full while a test looks (it is cancelled after).
+LONG_JOB = {"width": 512, "height": 512, "steps": 150}
+
+
+def fill_queue(client: httpx.Client) -> tuple[list[str], httpx.Response]:
+    """Long jobs submitted until one is refused: the queue is seen full. Returns their ids and the 429."""
+    ids = []
+    while True:
+        response = client.post("/v1/jobs", json=LONG_JOB)
+        if response.status_code == 429:
+            return ids, response
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+
+
+def started_count(client: httpx.Client, ids: list[str]) -> int:
+    """How many of these jobs have left the queue (running or finished)."""
+    return sum(client.get(f"/v1/jobs/{job_id}").json()["state"] != "queued" for job_id in ids)
+
+
+def cancel_all(client: httpx.Client, ids: list[str]) -> None:
+    for job_id in ids:
+        assert client.delete(f"/v1/jobs/{job_id}").status_code in (202, 409)
+    for job_id in ids:
+        wait_finished(client, job_id)
+
+
+def wait_running(client: httpx.Client, job_id: str, timeout: float = 120) -> None:
+    """Returns once the job is seen out of the queue (running, or already finished)."""
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v1/jobs/{job_id}").json()["state"] == "queued":
+        assert time.monotonic() < deadline, f"job {job_id} never started"
+        time.sleep(0.02)
+
+
 def run_job(client: httpx.Client, **body) -> dict:
     status = wait_finished(client, submit(client, **body))
     assert status["state"] == "done", status
@@ -42,3 +77,11 @@ def fetch_image(client: httpx.Client, path: str) -> Image.Image:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     return Image.open(io.BytesIO(response.content))
+
+
+def field_error(response: httpx.Response, field: str) -> str:
+    """The message of a 422 about `field` (it starts with the field's path)."""
+    assert response.status_code == 422, response.text
+    messages = [item["msg"] for item in response.json()["detail"]]
+    assert any(message.startswith(f"{field}: ") for message in messages), messages
+    return next(message for message in messages if message.startswith(f"{field}: "))

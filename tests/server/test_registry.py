@@ -2,7 +2,6 @@
 from safetensors headers, single-file checkpoints in the original (LDM) layout loaded offline,
 pickle files refused and never opened, one base model loaded at a time."""
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -15,115 +14,15 @@ from live_server import running_server, server_command
 from safetensors.torch import load_file, save_file
 from sd_blender_server.registry import PICKLE_REASON, Registry, classify_safetensors, read_safetensors_header
 from sd_blender_server.tiny import controlnet_dir, ensure_tiny_model
-from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
-
-# How a single file says it is the tiny model (modelspec metadata, as real checkpoints carry it).
-TINY_METADATA = {"modelspec.architecture": "sd_blender-tiny"}
-
-# --- the tiny model in the original single-file layout (what A1111/ComfyUI users keep) -----------
-# diffusers reads this layout (from_single_file) but has no writer; these are the inverse of its
-# key conversions for any UNet/VAE depth, checked below by loading the file back.
-
-_RESNET = (
-    ("norm1.", "in_layers.0."),
-    ("conv1.", "in_layers.2."),
-    ("norm2.", "out_layers.0."),
-    ("conv2.", "out_layers.3."),
-    ("time_emb_proj.", "emb_layers.1."),
-    ("conv_shortcut.", "skip_connection."),
+from model_builders import (
+    SD15_LORA,
+    TINY_METADATA,
+    fake_safetensors,
+    save_ldm_single_file,
+    tiny_lora,
+    toy_sdxl_folders,
 )
-
-
-def _unet_prefixes(config: dict) -> list[tuple[str, str]]:
-    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
-    up_attention = ["CrossAttn" in name for name in config["up_block_types"]]
-    pairs = [
-        ("time_embedding.linear_1.", "time_embed.0."),
-        ("time_embedding.linear_2.", "time_embed.2."),
-        ("conv_in.", "input_blocks.0.0."),
-        ("conv_norm_out.", "out.0."),
-        ("conv_out.", "out.2."),
-        ("mid_block.attentions.0.", "middle_block.1."),
-        ("mid_block.resnets.0.", "middle_block.0."),
-        ("mid_block.resnets.1.", "middle_block.2."),
-    ]
-    for i in range(blocks):
-        for j in range(layers):
-            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(layers + 1) * i + j + 1}.0."))
-            pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(layers + 1) * i + j + 1}.1."))
-        for j in range(layers + 1):
-            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(layers + 1) * i + j}.0."))
-            pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(layers + 1) * i + j}.1."))
-        if i < blocks - 1:
-            pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(layers + 1) * (i + 1)}.0.op."))
-            upsampler = f"output_blocks.{(layers + 1) * i + layers}.{2 if up_attention[i] else 1}."
-            pairs.append((f"up_blocks.{i}.upsamplers.0.", upsampler))
-    return pairs
-
-
-def _unet_to_ldm(state: dict, config: dict) -> dict:
-    pairs = _unet_prefixes(config)
-    converted = {}
-    for key, value in state.items():
-        diffusers_prefix, ldm_prefix = next(pair for pair in pairs if key.startswith(pair[0]))
-        rest = key[len(diffusers_prefix):]
-        if ".resnets." in diffusers_prefix:
-            for old, new in _RESNET:
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
-                    break
-        converted["model.diffusion_model." + ldm_prefix + rest] = value
-    return converted
-
-
-def _vae_to_ldm(state: dict, config: dict) -> dict:
-    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
-    pairs = []
-    for part in ("encoder", "decoder"):
-        pairs += [(f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1.")]
-        pairs += [(f"{part}.mid_block.resnets.{j}.", f"{part}.mid.block_{j + 1}.") for j in range(2)]
-        pairs += [(f"{part}.conv_norm_out.", f"{part}.norm_out.")]
-    for i in range(blocks):
-        pairs += [(f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.") for j in range(layers)]
-        up = blocks - 1 - i
-        pairs += [(f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{up}.block.{j}.") for j in range(layers + 1)]
-        if i < blocks - 1:
-            pairs.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
-            pairs.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{up}.upsample."))
-    converted = {}
-    for key, value in state.items():
-        for old, new in pairs:
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        key = key.replace("conv_shortcut.", "nin_shortcut.")
-        if ".attn_1." in key:
-            for old, new in (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")):
-                key = key.replace(".attn_1." + old, ".attn_1." + new)
-            if value.ndim == 2:
-                value = value[:, :, None, None]
-        converted["first_stage_model." + key] = value
-    return converted
-
-
-def save_ldm_single_file(pipeline_dir: Path, target: Path, metadata: dict | None = None) -> None:
-    """A diffusers SD pipeline folder as ONE .safetensors file in the original LDM layout."""
-    state = {}
-    for component, convert in (("unet", _unet_to_ldm), ("vae", _vae_to_ldm)):
-        config = json.loads((pipeline_dir / component / "config.json").read_text())
-        state.update(convert(load_file(pipeline_dir / component / "diffusion_pytorch_model.safetensors"), config))
-    for key, value in load_file(pipeline_dir / "text_encoder" / "model.safetensors").items():
-        key = key if key.startswith("text_model.") else "text_model." + key
-        state["cond_stage_model.transformer." + key] = value
-    save_file({key: value.contiguous() for key, value in state.items()}, str(target), metadata=metadata)
-
-
-def _fake(path: Path, shapes: dict, metadata: dict | None = None) -> Path:
-    """A small safetensors file whose tensor names and shapes look like a real model's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: torch.zeros(shape) for key, shape in shapes.items()}, str(path), metadata=metadata)
-    return path
-
+from server_helpers import field_error, fetch_image, png_base64, run_job, submit, wait_finished
 
 SDXL_CHECKPOINT = {
     "model.diffusion_model.input_blocks.0.0.weight": (4, 4),
@@ -138,10 +37,6 @@ SDXL_CONTROLNET = {"controlnet_cond_embedding.conv_in.weight": (4, 3, 3, 3), "ad
 SD15_LDM_CONTROLNET = {
     "control_model.input_hint_block.0.weight": (4, 3, 3, 3),
     "control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
-}
-SD15_LORA = {
-    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 768),
-    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": (320, 4),
 }
 SDXL_LORA = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4, 1280)}
 
@@ -161,7 +56,7 @@ SDXL_LORA = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": (4
     ],
 )
 def test_kind_and_family_come_from_the_header(tmp_path, shapes, metadata, expected):
-    header = read_safetensors_header(_fake(tmp_path / "model.safetensors", shapes, metadata))
+    header = read_safetensors_header(fake_safetensors(tmp_path / "model.safetensors", shapes, metadata))
     assert classify_safetensors(header) == expected
 
 
@@ -182,15 +77,15 @@ def layouts(tiny_cache, tmp_path_factory) -> dict:
     os.mkfifo(checkpoints / "old-model.ckpt")
     controlnets = webui / "models" / "ControlNet"
     depth = load_file(controlnet_dir(tiny, "depth") / "diffusion_pytorch_model.safetensors")
-    _fake(controlnets / "unused.txt", {"a": (1,)})
+    fake_safetensors(controlnets / "unused.txt", {"a": (1,)})
     save_file(depth, str(controlnets / "control_tiny_depth.safetensors"), metadata=TINY_METADATA)
-    _fake(controlnets / "controlnet_xl_canny.safetensors", SDXL_CONTROLNET)
+    fake_safetensors(controlnets / "controlnet_xl_canny.safetensors", SDXL_CONTROLNET)
     (controlnets / "legacy_openpose.pth").write_bytes(b"not really a pickle")
-    _fake(webui / "models" / "Lora" / "detail_sd15.safetensors", SD15_LORA)
-    _fake(webui / "models" / "Lora" / "style_xl.safetensors", SDXL_LORA)
+    fake_safetensors(webui / "models" / "Lora" / "detail_sd15.safetensors", SD15_LORA)
+    fake_safetensors(webui / "models" / "Lora" / "style_xl.safetensors", SDXL_LORA)
 
     comfy_models = root / "ComfyUI" / "models"
-    _fake(comfy_models / "checkpoints" / "big_xl.safetensors", SDXL_CHECKPOINT)
+    fake_safetensors(comfy_models / "checkpoints" / "big_xl.safetensors", SDXL_CHECKPOINT)
     (comfy_models / "checkpoints" / "weights.bin").write_bytes(b"\x80\x04not opened")
     shutil.copytree(controlnet_dir(tiny, "normal"), comfy_models / "controlnet" / "tiny_normal")
     (comfy_models / "loras").mkdir()
@@ -198,9 +93,7 @@ def layouts(tiny_cache, tmp_path_factory) -> dict:
 
 
 def test_registry_finds_both_layouts_and_refuses_pickles(layouts):
-    registry = Registry()
-    registry.scan(layouts["webui"])
-    registry.scan(layouts["comfy_models"])
+    registry = Registry().scanned(layouts["webui"]).scanned(layouts["comfy_models"])
     by_name = {(entry.kind, entry.name): entry for entry in registry.entries}
 
     # Found in sorted order, so more/tiny-ldm.safetensors comes first and keeps the plain stem.
@@ -318,37 +211,30 @@ def test_controlnets_from_model_folders_run_by_name(models_client):
     assert listed["control_tiny_depth"] and listed["tiny_normal"]
 
 
-def _error(response, field):
-    assert response.status_code == 422, response.text
-    messages = [item["msg"] for item in response.json()["detail"]]
-    assert any(message.startswith(f"{field}: ") for message in messages), messages
-    return next(message for message in messages if message.startswith(f"{field}: "))
-
-
 def test_unknown_or_refused_model_is_a_422_listing_the_names(models_client):
-    message = _error(models_client.post("/v1/jobs", json={"model": "nope"}), "model")
+    message = field_error(models_client.post("/v1/jobs", json={"model": "nope"}), "model")
     assert message == "model: no base model named 'nope'; this server has tiny, tiny-ldm, tiny-diffusers, tiny-ldm-2, big_xl"
     # A refused pickle is no base model, and a path is no name.
-    _error(models_client.post("/v1/jobs", json={"model": "old-model"}), "model")
+    field_error(models_client.post("/v1/jobs", json={"model": "old-model"}), "model")
     for path in ("/etc/passwd", "../tiny", str(Path.cwd())):
-        _error(models_client.post("/v1/jobs", json={"model": path}), "model")
+        field_error(models_client.post("/v1/jobs", json={"model": path}), "model")
 
 
 def test_unknown_lora_is_a_422_naming_its_index(models_client):
     loras = [{"name": "detail_sd15", "weight": 0.5}, {"name": "missing", "weight": 1.0}]
     response = models_client.post("/v1/jobs", json={"loras": loras})
-    message = _error(response, "loras[1].name")
+    message = field_error(response, "loras[1].name")
     assert "no LoRA named 'missing'" in message and "detail_sd15" in message
 
 
 def test_family_mismatch_is_refused_before_it_runs(models_client):
     control = {"type": "canny", "model": "controlnet_xl_canny", "image": png_base64(64, 64)}
-    message = _error(models_client.post("/v1/jobs", json={"controls": [control]}), "controls[0].model")
+    message = field_error(models_client.post("/v1/jobs", json={"controls": [control]}), "controls[0].model")
     assert message == "controls[0].model: ControlNet 'controlnet_xl_canny' is for sdxl but model 'tiny' is tiny"
     depth = {"type": "depth", "image": png_base64(64, 64)}
-    message = _error(models_client.post("/v1/jobs", json={"model": "big_xl", "controls": [depth]}), "controls[0].type")
+    message = field_error(models_client.post("/v1/jobs", json={"model": "big_xl", "controls": [depth]}), "controls[0].type")
     assert "is for tiny but model 'big_xl' is sdxl" in message
-    message = _error(models_client.post("/v1/jobs", json={"loras": [{"name": "style_xl"}]}), "loras[0].name")
+    message = field_error(models_client.post("/v1/jobs", json={"loras": [{"name": "style_xl"}]}), "loras[0].name")
     assert "LoRA 'style_xl' is for sdxl but model 'tiny' is tiny" in message
 
 
@@ -401,29 +287,6 @@ def test_a_pickle_model_on_the_command_line_is_never_opened(tmp_path):
     )
 
 
-def _tiny_lora(pipeline_dir: Path, target: Path, seed: int) -> None:
-    """A LoRA for the tiny UNet (peft, random non-zero weights) saved as diffusers saves LoRAs."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from safetensors import safe_open
-
-    unet = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet")
-    torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    for name, parameter in unet.named_parameters():
-        if "lora_B" in name:  # peft starts B at zero: a LoRA that changes nothing
-            torch.nn.init.normal_(parameter, std=0.5)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    saved = target.parent / "saved"
-    StableDiffusionPipeline.save_lora_weights(saved, unet_lora_layers=layers, weight_name=target.name)
-    with safe_open(saved / target.name, "pt") as file:
-        metadata = {**(file.metadata() or {}), **TINY_METADATA}
-    save_file(load_file(saved / target.name), str(target), metadata=metadata)
-    shutil.rmtree(saved)
-
-
 def _a1111_lora_hash(path: Path) -> str:
     """As AUTOMATIC1111 computes it (addnet_hash_safetensors): SHA-256 of what follows the header."""
     data = path.read_bytes()
@@ -434,8 +297,8 @@ def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cach
     pipeline_dir = ensure_tiny_model(tiny_cache) / "pipeline"
     loras = tmp_path / "ComfyUI" / "models" / "loras"
     loras.mkdir(parents=True)
-    _tiny_lora(pipeline_dir, loras / "tiny_style.safetensors", seed=1)
-    _tiny_lora(pipeline_dir, loras / "tiny_detail.safetensors", seed=2)
+    tiny_lora(pipeline_dir, loras / "tiny_style.safetensors", seed=1)
+    tiny_lora(pipeline_dir, loras / "tiny_detail.safetensors", seed=2)
     body = {"prompt": "a cube", "width": 64, "height": 64, "steps": 3, "seed": 11}
     with running_server("--models-dir", str(tmp_path / "ComfyUI"), cache_dir=tiny_cache) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
@@ -467,59 +330,8 @@ def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cach
             assert again == styled
 
 
-def _toy_sdxl(tiny_dir: Path, models: Path) -> None:
-    """A toy SDXL (two text encoders, text_time embedding) and an SDXL ControlNet, as diffusers folders."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from diffusers import AutoencoderKL, ControlNetModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "pipeline" / "tokenizer")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled text embedding (32)
-        cross_attention_dim=64,  # both text encoders' hidden states side by side
-        norm_num_groups=8,
-    )
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        projection_dim=32,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    pipeline = StableDiffusionXLPipeline(
-        vae=AutoencoderKL.from_pretrained(tiny_dir / "pipeline" / "vae"),
-        text_encoder=CLIPTextModel(text),
-        text_encoder_2=CLIPTextModelWithProjection(text),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
-        ),
-    )
-    pipeline.save_pretrained(models / "checkpoints" / "toy-xl", safe_serialization=True)
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
-    controlnet.save_pretrained(models / "controlnet" / "toy_xl_depth", safe_serialization=True)
-
-
 def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
-    _toy_sdxl(ensure_tiny_model(tiny_cache), tmp_path / "models")
+    toy_sdxl_folders(ensure_tiny_model(tiny_cache), tmp_path / "models")
     with running_server("--models-dir", str(tmp_path), cache_dir=tiny_cache) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
             models = client.get("/v1/models").json()
@@ -535,22 +347,24 @@ def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
             run_job(client, **body, controls=[depth])
             run_job(client, **body, controls=[depth], init_image=png_base64(64, 64, (200, 10, 10)), strength=0.5)
             # The tiny (SD 1.5-shaped) ControlNets are refused with an SDXL model, and the other way round.
-            message = _error(client.post("/v1/jobs", json={**body, "controls": [{**depth, "model": None}]}), "controls[0].type")
+            message = field_error(client.post("/v1/jobs", json={**body, "controls": [{**depth, "model": None}]}), "controls[0].type")
             assert message.endswith("is for tiny but model 'toy-xl' is sdxl")
-            _error(client.post("/v1/jobs", json={"controls": [depth]}), "controls[0].model")
+            field_error(client.post("/v1/jobs", json={"controls": [depth]}), "controls[0].model")
 
 
 def test_a_diffusers_folder_with_only_pickle_weights_is_refused(tiny_cache, tmp_path):
+    from sd_blender_server.config import ServerConfig
     from sd_blender_server.engine import GenerationEngine
-    from sd_blender_server.model_sources import ModelLoadError
+    from sd_blender_server.errors import ModelLoadError
 
     folder = tmp_path / "models" / "checkpoints" / "pickled"
     shutil.copytree(ensure_tiny_model(tiny_cache) / "pipeline", folder)
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     torch.save(load_file(weights), weights.with_suffix(".bin"))
     weights.unlink()
-    engine = GenerationEngine("tiny", {}, device="cpu", cache_dir=tiny_cache, models_dirs=[tmp_path])
-    assert engine.registry.names("base") == ["tiny", "pickled"]
+    config = ServerConfig(model="tiny", controlnets={}, device="cpu", cache_dir=str(tiny_cache), models_dirs=(str(tmp_path),))
+    engine = GenerationEngine(config)
+    assert engine.catalog.registry.names("base") == ["tiny", "pickled"]
     with pytest.raises(ModelLoadError, match=r"^cannot load model 'pickled' from .*no file named diffusion_pytorch_model\.safetensors"):
         engine.load("pickled")
-    assert not engine.loaded
+    assert engine.loaded.base_model is None

@@ -45,7 +45,10 @@ def test_with_a_token_it_listens_on_every_interface(exposed_server):
      {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}],
 )
 def test_missing_or_wrong_token_is_401(exposed_server, headers):
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/abc"), ("DELETE", "/v1/jobs/abc")]:
+    for method, path in [
+        ("GET", "/v1/models"), ("GET", "/v1/limits"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/abc"),
+        ("DELETE", "/v1/jobs/abc"),
+    ]:
         response = httpx.request(method, exposed_server.url + path, headers=headers, json={})
         assert response.status_code == 401, (method, path, response.text)
         assert response.json() == {"detail": "missing or wrong bearer token"}

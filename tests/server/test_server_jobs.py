@@ -177,6 +177,14 @@ def test_health_and_models_describe_the_server(client):
     assert "unipc" in models["schedulers"] and "dpmpp_2m_karras" in models["schedulers"]
 
 
+def test_limits_are_the_defaults_of_a_server_started_without_flags(client):
+    limits = client.get("/v1/limits").json()
+    assert (limits["max_pixels"], limits["max_queue"], limits["job_timeout_s"], limits["max_body_mb"]) == (
+        2048 * 2048, 32, 600.0, 64.0
+    )
+    assert limits["schedulers"] == client.get("/v1/models").json()["schedulers"]
+
+
 def test_every_scheduler_runs(client):
     schedulers = client.get("/v1/models").json()["schedulers"]
     ids = {name: submit(client, width=64, height=64, steps=3, scheduler=name, seed=7) for name in schedulers}

@@ -21,6 +21,7 @@ import torch
 from live_server import running_server
 from PIL import Image
 from model_builders import (
+    TINY_METADATA,
     configs_with,
     controlnet_to_ldm,
     kohya_lora,
@@ -40,7 +41,6 @@ from sd_blender_server.registry import (
 )
 from sd_blender_server.tiny import controlnet_dir, ensure_tiny_model
 from server_helpers import fetch_image, run_job
-from test_registry import TINY_METADATA
 
 JOB = {"prompt": "a red cube on a table", "width": 64, "height": 64, "steps": 3, "seed": 21}
 # What kohya-ss sd-scripts writes into a LoRA's metadata (a few of its ss_* keys).
@@ -291,22 +291,22 @@ UNSUPPORTED = {
 
 
 def test_formats_that_cannot_run_are_refused_with_their_reason(tmp_path, tiny_cache):
+    from sd_blender_server.config import ServerConfig
     from sd_blender_server.engine import GenerationEngine
-    from sd_blender_server.model_sources import ModelLoadError
+    from sd_blender_server.errors import ModelLoadError
 
     models = tmp_path / "webui" / "models"
     for (folder, name), (shapes, _) in UNSUPPORTED.items():
         save_state({key: torch.zeros(shape) for key, shape in shapes.items()}, models / folder / f"{name}.safetensors")
-    registry = Registry()
-    registry.scan(tmp_path / "webui")
+    registry = Registry().scanned(tmp_path / "webui")
     assert registry.names("base") == registry.names("controlnet") == registry.names("lora") == []
     refused = {entry.name: entry for entry in registry.of_kind("refused")}
     kinds = {"Lora": "lora", "ControlNet": "controlnet", "Stable-diffusion": "base"}
     for (folder, name), (_, reason) in UNSUPPORTED.items():
-        assert (refused[name].reason, refused[name].extra["kind"]) == (reason, kinds[folder])
+        assert (refused[name].reason, refused[name].refused_kind) == (reason, kinds[folder])
     # Named on the command line, the same file stops the server with the same reason.
     inpainting = models / "Stable-diffusion" / "sd-v1-5-inpainting.safetensors"
-    engine = GenerationEngine(str(inpainting), {}, device="cpu", cache_dir=tiny_cache)
+    engine = GenerationEngine(ServerConfig(model=str(inpainting), controlnets={}, device="cpu", cache_dir=str(tiny_cache)))
     with pytest.raises(ModelLoadError) as error:
         engine.load()
     reason = UNSUPPORTED["Stable-diffusion", "sd-v1-5-inpainting"][1]

@@ -10,8 +10,8 @@ from live_server import running_server
 from safetensors.torch import save_file
 from sd_blender_server.registry import UNION_FILE_REASON
 from sd_blender_server.tiny import ensure_tiny_model
-from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
-from test_registry import _error, _toy_sdxl
+from model_builders import toy_sdxl_folders
+from server_helpers import field_error, fetch_image, png_base64, run_job, submit, wait_finished
 
 
 def _toy_union(unet_folder: Path, out: Path, num_control_type: int) -> None:
@@ -35,7 +35,7 @@ def _toy_union(unet_folder: Path, out: Path, num_control_type: int) -> None:
 @pytest.fixture(scope="module")
 def union_models(tiny_cache, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("union")
-    _toy_sdxl(ensure_tiny_model(tiny_cache), root / "models")
+    toy_sdxl_folders(ensure_tiny_model(tiny_cache), root / "models")
     unet = root / "models" / "checkpoints" / "toy-xl" / "unet"
     _toy_union(unet, root / "models" / "controlnet" / "toy_union_promax", num_control_type=8)
     _toy_union(unet, root / "served_union", num_control_type=6)
@@ -125,14 +125,14 @@ def test_tile_on_a_union_model_without_its_mode_fails_with_the_reason(union_clie
 def test_a_union_model_does_not_mix_with_other_controlnets(union_client):
     image = _gradient()
     mixed = [{"type": "depth", "image": image}, {"type": "openpose", "model": "toy_union_promax", "image": image}]
-    message = _error(union_client.post("/v1/jobs", json={**JOB, "controls": mixed}), "controls")
+    message = field_error(union_client.post("/v1/jobs", json={**JOB, "controls": mixed}), "controls")
     assert "a ControlNet Union model runs alone" in message
     scribble = [{"type": "scribble", "image": image}]
-    message = _error(union_client.post("/v1/jobs", json={**JOB, "controls": scribble}), "controls[0].type")
+    message = field_error(union_client.post("/v1/jobs", json={**JOB, "controls": scribble}), "controls[0].type")
     assert "no ControlNet for 'scribble'" in message
     # The Union model is SDXL: the tiny (SD 1.5-shaped) base model refuses it.
     on_tiny = {**JOB, "model": None, "controls": [{"type": "depth", "image": image}]}
-    message = _error(union_client.post("/v1/jobs", json=on_tiny), "controls[0].type")
+    message = field_error(union_client.post("/v1/jobs", json=on_tiny), "controls[0].type")
     assert message.endswith("is for sdxl but model 'tiny' is tiny")
 
 
@@ -147,7 +147,6 @@ def test_a_union_single_file_is_refused_with_what_to_do(tmp_path):
         "task_embedding": torch.zeros(8, 4),
     }
     save_file(weights, folder / "controlnet-union-sdxl-promax.safetensors")
-    registry = Registry()
-    registry.scan(tmp_path)
+    registry = Registry().scanned(tmp_path)
     (entry,) = registry.of_kind("refused")
     assert (entry.name, entry.reason) == ("controlnet-union-sdxl-promax", UNION_FILE_REASON)

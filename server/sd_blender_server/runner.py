@@ -1,0 +1,230 @@
+"""The runner: owns the device and what is loaded on it (one base model, its ControlNets, a job's
+LoRAs) and runs one job at a time. One thread (the engine's caller) uses it; what is loaded is
+published as an immutable Loaded snapshot, which other threads may read at any time."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from diffusers import ControlNetModel, ControlNetUnionModel
+from PIL import Image
+
+from . import tiny
+from .errors import JobCancelled, ModelLoadError
+from .model_sources import ModelSource, carried_tokenizers, load_model, single_file_config
+from .pipelines import build_pipeline, control_arguments, fit, txt2img_class
+from .registry import Entry
+from .request import GenerationRequest
+
+log = logging.getLogger(__name__)
+# diffusers renamed torch_dtype to dtype recently; torch_dtype still works in every supported version.
+warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+# diffusers still passes an argument huggingface_hub ignores now.
+warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning)
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+UNSUPPORTED_FAMILIES = ("sd2",)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return DTYPES[dtype]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, or the RuntimeError other backends raise when memory runs out."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def free_memory() -> None:
+    """Give back what a failed or unloaded model held: Python garbage, then the CUDA cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What is on the device: the base model's name, the ControlNets' keys, and how many times
+    each was loaded."""
+
+    base_model: str | None = None
+    controlnets: frozenset = frozenset()
+    base_model_loads: int = 0
+    controlnet_loads: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a job runs on, resolved by the catalog."""
+
+    base: ModelSource
+    controlnets: tuple[tuple[str, ModelSource], ...]  # (key, source) for each control, in order
+    loras: tuple[Entry, ...]  # for each of the request's LoRAs, in order
+
+
+class Runner:
+    def __init__(self, device: str, dtype: str | torch.dtype, cache_dir: str | None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self._cache_dir = cache_dir
+        self._components: dict | None = None
+        self._scheduler_config = None
+        self._base: ModelSource | None = None
+        self._controlnets: dict[str, ControlNetModel | ControlNetUnionModel] = {}
+        self.loaded = Loaded()
+
+    def _publish(self, **changes) -> None:
+        self.loaded = dataclasses.replace(self.loaded, **changes)
+
+    @property
+    def base(self) -> ModelSource | None:
+        """The loaded base model."""
+        return self._base
+
+    def load(self, source: ModelSource) -> None:
+        """Load a base model, unloading the one loaded before, if another; raises ModelLoadError
+        with a one-line message."""
+        if self._base is not None and self._base.name == source.name:
+            return
+        self.unload()
+        if source.family in UNSUPPORTED_FAMILIES:
+            raise ModelLoadError(f"cannot load model '{source.name}': {source.family} models are not supported")
+        options = {}
+        if source.kind == "file":
+            options["config"] = single_file_config(source, self._cache_dir)
+            options.update(carried_tokenizers(source.family))
+        if source.family != "sdxl":
+            options.update(safety_checker=None, requires_safety_checker=False)
+        pipeline = load_model(txt2img_class(source.family), source, self._cache_dir, torch_dtype=self.dtype, **options)
+        try:
+            pipeline.to(self.device)
+        except Exception as error:
+            raise ModelLoadError(f"cannot put model '{source.name}' on device {self.device}: {error}") from error
+        self._components = pipeline.components
+        self._scheduler_config = pipeline.scheduler.config
+        self._base = source
+        self._publish(base_model=source.name, base_model_loads=self.loaded.base_model_loads + 1)
+        log.info("loaded %s (%s) on %s as %s", source.name, source.location, self.device, self.dtype)
+
+    def unload(self) -> None:
+        """Drop the loaded base model (one is kept at a time) and give its memory back."""
+        if self._base is None:
+            return
+        log.info("unloading %s", self._base.name)
+        self._components = None
+        self._base = None
+        self._publish(base_model=None)
+        free_memory()
+
+    def controlnet(self, key: str, source: ModelSource) -> ControlNetModel | ControlNetUnionModel:
+        """The ControlNet for a key, loaded from `source` on first use and kept."""
+        if key in self._controlnets:
+            return self._controlnets[key]
+        options = {}
+        if source.kind == "file":
+            folder = single_file_config(source, self._cache_dir)
+            options["config"] = (
+                str(tiny.controlnet_dir(tiny.tiny_model_dir(self._cache_dir), "depth"))
+                if source.family == "tiny"
+                else str(Path(folder) / "controlnet")
+            )
+        model_class = ControlNetUnionModel if source.union else ControlNetModel
+        model = load_model(model_class, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
+        self._controlnets[key] = model
+        counts = dict(self.loaded.controlnet_loads)
+        counts[key] = counts.get(key, 0) + 1
+        self._publish(controlnets=frozenset(self._controlnets), controlnet_loads=MappingProxyType(counts))
+        log.info("loaded ControlNet %s for %s", source.name, key)
+        return model
+
+    def run(
+        self,
+        request: GenerationRequest,
+        plan: RunPlan,
+        on_step: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[Image.Image]:
+        """Run one request (its seed chosen) on what `plan` names; raises JobCancelled when
+        should_cancel() turns true."""
+        self.load(plan.base)
+        controlnets = [self.controlnet(key, source) for key, source in plan.controlnets]
+        if should_cancel and should_cancel():
+            raise JobCancelled()
+
+        def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+            if should_cancel and should_cancel():
+                raise JobCancelled()
+            if on_step:
+                on_step(step + 1, pipeline.num_timesteps)
+            return tensors
+
+        img2img = request.init_image is not None
+        arguments = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "num_images_per_prompt": request.num_images,
+            # CPU generators give the same noise for a seed on every device.
+            "generator": [torch.Generator("cpu").manual_seed(request.seed + index) for index in range(request.num_images)],
+            "callback_on_step_end": step_end,
+        }
+        if img2img:
+            arguments.update(image=fit(request.init_image, request.width, request.height), strength=request.strength)
+        else:
+            arguments.update(width=request.width, height=request.height)
+        if controlnets:
+            arguments.update(control_arguments(request, controlnets, img2img))
+        pipeline = build_pipeline(
+            self._components, self._scheduler_config, self._base.family, controlnets, img2img, request.scheduler
+        )
+        self._apply_loras(pipeline, request, plan.loras)
+        try:
+            with torch.inference_mode():
+                return pipeline(**arguments).images
+        finally:
+            if plan.loras:
+                pipeline.unload_lora_weights()
+
+    def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
+        """Load the job's LoRAs as adapters with their weights; unloaded after the job."""
+        if not loras:
+            return
+        names = []
+        current = loras[0].name
+        try:
+            for index, entry in enumerate(loras):
+                current = entry.name
+                pipeline.load_lora_weights(entry.location, adapter_name=f"lora{index}")
+                names.append(f"lora{index}")
+            current = ", ".join(entry.name for entry in loras)
+            pipeline.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+        except Exception as error:
+            with contextlib.suppress(ValueError):  # without peft nothing was loaded, and unloading says so
+                pipeline.unload_lora_weights()
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise ModelLoadError(f"cannot apply LoRA '{current}': {detail}") from error
