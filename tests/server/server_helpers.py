@@ -36,8 +36,10 @@ LONG_JOB = {"width": 512, "height": 512, "steps": 150}
 
 
 def fill_queue(client: httpx.Client) -> tuple[list[str], httpx.Response]:
-    """Long jobs submitted until one is refused: the queue is seen full. Returns their ids and the 429."""
-    ids = []
+    """A long job seen running, then more submitted until one is refused: the queue is seen full.
+    Returns their ids and the 429."""
+    ids = [submit(client, **LONG_JOB)]
+    wait_running(client, ids[0])
     while True:
         response = client.post("/v1/jobs", json=LONG_JOB)
         if response.status_code == 429:
