@@ -330,6 +330,22 @@ def test_loras_apply_per_job_with_their_weights_and_are_unloaded_after(tiny_cach
             assert again == styled
 
 
+def test_without_peft_a_job_with_loras_fails_saying_so(tiny_cache, tmp_path):
+    loras = tmp_path / "models" / "loras"
+    loras.mkdir(parents=True)
+    tiny_lora(ensure_tiny_model(tiny_cache) / "pipeline", loras / "tiny_style.safetensors", seed=1)
+    hide_peft = tmp_path / "hide_peft"
+    hide_peft.mkdir()
+    (hide_peft / "sitecustomize.py").write_text('import sys\nsys.modules["peft"] = None  # import peft fails\n')
+    with running_server("--models-dir", str(tmp_path / "models"), cache_dir=tiny_cache, env={"PYTHONPATH": str(hide_peft)}) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            job = submit(client, width=64, height=64, steps=1, loras=[{"name": "tiny_style"}])  # accepted
+            status = wait_finished(client, job)
+            assert status["state"] == "failed"
+            assert status["error"].startswith("cannot apply LoRA 'tiny_style': PEFT backend is required"), status["error"]
+            run_job(client, width=64, height=64, steps=1)  # and the server goes on
+
+
 def test_sdxl_models_run_with_sdxl_controlnets(tiny_cache, tmp_path):
     toy_sdxl_folders(ensure_tiny_model(tiny_cache), tmp_path / "models")
     with running_server("--models-dir", str(tmp_path), cache_dir=tiny_cache) as live:
