@@ -131,6 +131,10 @@ class ServerClient:
     def models(self):
         return self._json("GET", "/v1/models")
 
+    def limits(self):
+        """The bounds the server enforces on a job (GET /v1/limits)."""
+        return self._json("GET", "/v1/limits", required=("max_pixels", "controls", "loras"))
+
     def submit(self, job_request):
         """Queue a job; returns its id."""
         return self._json("POST", "/v1/jobs", job_request, required=("id",))["id"]

@@ -1,4 +1,5 @@
-"""The server's models (GET /v1/models), fetched off the UI thread for the panel's search lists."""
+"""The server's models (GET /v1/models) and limits (GET /v1/limits), fetched off the UI thread for
+the panel's search lists and the checks made before rendering."""
 import threading
 
 from .client import ServerError
@@ -10,12 +11,23 @@ def _count(number, noun):
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def _limits_of(client):
+    """The server's limits; None from a server older than GET /v1/limits."""
+    try:
+        return client.limits()
+    except ServerError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 class ModelList:
-    """The last answer of GET /v1/models. refresh() returns at once; the panel reads the rest."""
+    """The last answers of GET /v1/models and /v1/limits. refresh() returns at once; the panel reads the rest."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._models = {kind: [] for kind in _KINDS}  # {kind: [{"name", "family", ...}]} as the server lists them
+        self._limits = None
         self._status = "not fetched: press Refresh"
         self._thread = None
 
@@ -31,14 +43,14 @@ class ModelList:
 
     def _fetch(self, client):
         try:
-            answer = client.models()
+            answer, limits = client.models(), _limits_of(client)
         except ServerError as error:
             with self._lock:
                 self._status = str(error)
             return
         models = {kind: answer.get(kind, []) for kind in _KINDS}
         with self._lock:
-            self._models = models
+            self._models, self._limits = models, limits
             self._status = (
                 f"{len(models['controlnets'])} ControlNets on {client.base_url}, with "
                 f"{_count(len(models['base_models']), 'base model')} and {_count(len(models['loras']), 'LoRA')}"
@@ -47,6 +59,12 @@ class ModelList:
     @property
     def fetching(self):
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def limits(self):
+        """The server's limits (a GET /v1/limits answer), or None before they were fetched."""
+        with self._lock:
+            return self._limits
 
     @property
     def status(self):

@@ -37,11 +37,12 @@ def frame_paths(scene, frames, output_dir=None):
     return [os.path.join(folder, frame_file_stem(scene, frame) + ".png") for frame in frames]
 
 
-def start_job(scene, client, output_dir=None, frame=None, how_to_retry=PANEL_RETRY):
+def start_job(scene, client, output_dir=None, frame=None, how_to_retry=PANEL_RETRY, limits=None):
     """Render passes now, then hand the network part to a worker thread; returns at once. A
     `frame`'s result is named after it (frame_file_stem), a still's after the time and seed.
-    `how_to_retry` completes the messages of a lost job ("... then press Generate")."""
-    job_request = prepare_request(scene)
+    `how_to_retry` completes the messages of a lost job ("... then press Generate"); `limits`
+    (the server's, when known) are checked before anything is rendered."""
+    job_request = prepare_request(scene, limits)
     output_dir = output_dir or output_directory()
     if frame is None:
         return GenerationJob(client, job_request, output_dir, result_file_stem(scene), how_to_retry=how_to_retry).start()

@@ -1,13 +1,10 @@
 """The scene's settings and passes → the body of POST /v1/jobs (docs/api.md)."""
+from ..core.limits import request_problems
 from ..core.pass_options import PassOptions
 from ..core.png import encode_png
 from ..core.request import ControlImage, GenerationSettings, build_job_request, control_type_for_pass, round_to_multiple_of_8
 from .depth_range import depth_range
 from .passes import render_control_images
-
-MAX_CONTROLS = 4  # the server's limits per job
-MAX_LORAS = 8
-
 
 def generation_size(scene):
     """(width, height) of passes and generation: both rounded to a multiple of 8."""
@@ -21,10 +18,8 @@ def generation_size(scene):
 
 
 def checked_units(settings):
-    """The control units switched on in the panel; raises ValueError unless the server will accept them."""
+    """The control units switched on in the panel; raises ValueError for a unit that starts after it ends."""
     units = [unit for unit in settings.control_units if unit.enabled]
-    if len(units) > MAX_CONTROLS:
-        raise ValueError(f"{len(units)} control units are enabled; the server takes at most {MAX_CONTROLS}")
     for unit in units:
         if unit.start >= unit.end:
             raise ValueError(f"{unit.kind} control: Start ({unit.start:.2f}) must be below End ({unit.end:.2f})")
@@ -36,12 +31,18 @@ def enabled_loras(settings):
     return tuple((lora.name.strip(), lora.weight) for lora in settings.loras if lora.enabled and lora.name.strip())
 
 
-def checked_loras(settings):
-    """The enabled LoRAs; raises ValueError unless the server will accept them."""
-    loras = enabled_loras(settings)
-    if len(loras) > MAX_LORAS:
-        raise ValueError(f"{len(loras)} LoRAs are enabled; the server takes at most {MAX_LORAS}: switch some off")
-    return loras
+def check_within_limits(scene, limits):
+    """Raises ValueError saying what the scene's request would break of the server's limits (a
+    GET /v1/limits answer); nothing to check while they are not known (None)."""
+    if limits is None:
+        return
+    settings = scene.sd_blender
+    problems = request_problems(
+        limits, *generation_size(scene), settings.steps, settings.num_images,
+        [unit.weight for unit in checked_units(settings)], [weight for _, weight in enabled_loras(settings)],
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def family_problem(settings, models):
@@ -67,13 +68,15 @@ def request_pass_kinds(settings):
     return list(dict.fromkeys(unit_kinds + (["color"] if settings.use_color_init else [])))
 
 
-def prepare_request(scene):
-    """Render the passes the request needs and build the POST /v1/jobs body. Runs on the UI thread.
-    A Shot depth range must be measured first (depth_range.measure_shot_if_needed)."""
+def prepare_request(scene, limits=None):
+    """Check the request against the server's limits (when known), render the passes it needs and
+    build the POST /v1/jobs body. Runs on the UI thread. A Shot depth range must be measured
+    first (depth_range.measure_shot_if_needed)."""
+    check_within_limits(scene, limits)
     settings = scene.sd_blender
     width, height = generation_size(scene)
     units = checked_units(settings)
-    loras = checked_loras(settings)
+    loras = enabled_loras(settings)
     kinds = request_pass_kinds(settings)
     images = render_control_images(scene, kinds, width, height, pass_options(scene, kinds)) if kinds else {}
     controls = tuple(

@@ -14,7 +14,7 @@ import time
 
 import bpy
 
-from ..core.client import DEFAULT_SERVER_URL, ServerClient
+from ..core.client import DEFAULT_SERVER_URL, ServerClient, ServerError
 from ..core.files import clear_leftovers, write_whole
 from ..core.job import DONE
 from ..core.openpose import openpose_json
@@ -248,7 +248,7 @@ def _check_frames_arguments(settings, args):
         raise ValueError("--apply texture takes one image; with --frames use --apply background (an image sequence)")
 
 
-def _generate_frames(scene, client, args):
+def _generate_frames(scene, start, args):
     """One image a frame, all with one seed, named <blend>_<scene>_<frame>.png in the result folder.
     A frame whose file is there already is kept and skipped: a stopped batch goes on where it stopped."""
     settings = scene.sd_blender
@@ -272,7 +272,7 @@ def _generate_frames(scene, client, args):
             print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
         scene.frame_set(frame)
         print(f"frame {frame}:", flush=True)
-        snapshot = _wait_with_progress(start_job(scene, client, out, frame=frame, how_to_retry=HOW_TO_RETRY))
+        snapshot = _wait_with_progress(start(out, frame=frame))
         if snapshot.state != DONE:
             print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
                   "it are kept: run the same command again to go on from there", file=sys.stderr)
@@ -290,15 +290,28 @@ def _save_blend(args):
     return 0
 
 
+def _server_limits(client):
+    """The server's limits, so each request is checked before its passes render; None when the
+    server cannot say (the job itself then reports why)."""
+    try:
+        return client.limits()
+    except ServerError:
+        return None
+
+
 def run_generate(args):
     scene = _open_scene(args)
     _apply_arguments(scene, args)
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
+    limits = _server_limits(client)
+
+    def start(output_dir, frame=None):
+        return start_job(scene, client, output_dir, frame=frame, how_to_retry=HOW_TO_RETRY, limits=limits)
+
     if args.frames:
-        return _generate_frames(scene, client, args)
-    job = start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY)
-    snapshot = _wait_with_progress(job)
+        return _generate_frames(scene, start, args)
+    snapshot = _wait_with_progress(start(args.out and os.path.abspath(args.out)))
     print(snapshot.message)
     if snapshot.state != DONE:
         return 1

@@ -92,7 +92,7 @@ class SDBLENDER_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             _measure_shot_if_needed(self, scene, request_pass_kinds(scene.sd_blender))
-            job = start_job(scene, ServerClient(url, token))
+            job = start_job(scene, ServerClient(url, token), limits=state.server_models.limits)
         except (PassError, ValueError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

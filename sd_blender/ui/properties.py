@@ -60,7 +60,8 @@ class SDBLENDER_PG_control_unit(bpy.types.PropertyGroup):
         description="A ControlNet of the server (Refresh lists them); empty: the server's ControlNet for this pass",
         search=_controlnet_names,
     )
-    weight: bpy.props.FloatProperty(name="Weight", min=0.0, max=2.0, default=1.0)
+    # Soft ranges only where the server decides: its limits (GET /v1/limits) are checked before rendering.
+    weight: bpy.props.FloatProperty(name="Weight", min=0.0, soft_max=2.0, default=1.0)
     start: bpy.props.FloatProperty(name="Start", min=0.0, max=1.0, default=0.0, subtype="FACTOR")
     end: bpy.props.FloatProperty(name="End", min=0.0, max=1.0, default=1.0, subtype="FACTOR")
 
@@ -74,7 +75,7 @@ class SDBLENDER_PG_lora(bpy.types.PropertyGroup):
         description="A LoRA of the server (Refresh lists them with their family, which must be the model's)",
         search=_lora_names,
     )
-    weight: bpy.props.FloatProperty(name="Weight", min=-2.0, max=2.0, default=1.0)
+    weight: bpy.props.FloatProperty(name="Weight", soft_min=-2.0, soft_max=2.0, default=1.0)
 
 
 class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
@@ -90,10 +91,10 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
         name="Random seed", default=True, description="Let the server pick a seed (reported with the result)"
     )
     seed: bpy.props.IntProperty(name="Seed", min=0, default=0)
-    steps: bpy.props.IntProperty(name="Steps", min=1, max=150, default=20)
+    steps: bpy.props.IntProperty(name="Steps", min=1, soft_max=150, default=20)
     guidance_scale: bpy.props.FloatProperty(name="Guidance", min=0.0, max=30.0, default=7.5)
     scheduler: bpy.props.EnumProperty(name="Sampler", items=SCHEDULERS, default="unipc")
-    num_images: bpy.props.IntProperty(name="Images", min=1, max=8, default=1)
+    num_images: bpy.props.IntProperty(name="Images", min=1, soft_max=8, default=1)
     use_scene_resolution: bpy.props.BoolProperty(
         name="Scene resolution", default=True, description="Generate at the scene's render resolution"
     )

@@ -3,6 +3,7 @@ import bpy
 import pytest
 
 import sd_blender
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_control_units_are_added_removed_and_saved(registered, tmp_path):
     ]
 
 
-def test_too_many_units_or_start_after_end_are_refused_before_rendering(registered):
+def test_a_unit_that_starts_after_it_ends_is_refused_before_rendering(registered):
     from sd_blender.scene.request import checked_units
 
     settings = registered.sd_blender
@@ -50,27 +51,29 @@ def test_too_many_units_or_start_after_end_are_refused_before_rendering(register
     with pytest.raises(ValueError, match=r"depth control: Start \(0.70\) must be below End \(0.30\)"):
         checked_units(settings)
     unit.start = 0.0
-    for _ in range(4):
-        settings.control_units.add()
-    with pytest.raises(ValueError, match="5 control units are enabled; the server takes at most 4"):
-        checked_units(settings)
-    settings.control_units[4].enabled = False
-    assert len(checked_units(settings)) == 4
+    assert len(checked_units(settings)) == 1
 
 
-def test_more_than_eight_loras_are_refused_before_rendering(registered):
-    from sd_blender.scene.request import checked_loras
+def test_the_servers_limits_are_read_and_checked_before_rendering(addon):
     from sd_blender.ui import state
 
-    settings = registered.sd_blender
+    state.reset()
+    assert bpy.ops.sd_blender.refresh_models() == {"FINISHED"}
+    wait_for(lambda: not state.server_models.fetching, "the model list and limits fetched")
+    limits = state.server_models.limits
+    assert (limits["controls"]["max"], limits["loras"]["max"], limits["lora_weight"]["max"]) == (4, 8, 4.0)
+    settings = bpy.context.scene.sd_blender
+    for _ in range(5):
+        settings.control_units.add()
     for index in range(9):
         settings.loras.add().name = f"style{index}"
-    before = state.generation.active
-    with pytest.raises(RuntimeError, match="9 LoRAs are enabled; the server takes at most 8: switch some off"):
+    settings.loras[0].weight = 4.5  # the add-on's own slider stops at 2; the server says how far it goes
+    with pytest.raises(RuntimeError) as refused:
         bpy.ops.sd_blender.generate()
-    assert state.generation.active is before  # nothing was sent
-    settings.loras[8].enabled = False
-    assert len(checked_loras(settings)) == 8
+    assert str(refused.value).strip() == (
+        "Error: 5 control units are enabled; the server takes at most 4; 9 LoRAs are enabled; the server takes "
+        "at most 8: switch some off; a LoRA's weight 4.5 is outside this server's range -4 to 4")
+    assert state.generation.active is None  # nothing was rendered or sent
 
 
 def test_settings_are_saved_with_the_blend(registered, tmp_path):

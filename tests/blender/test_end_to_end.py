@@ -228,6 +228,16 @@ def test_frames_take_one_image_each_and_no_texture(saved_scene, tmp_path):
         assert completed.returncode == 1 and message in completed.stderr, completed.stderr[-2000:]
 
 
+def test_the_command_line_checks_the_servers_limits_before_rendering(saved_scene, tmp_path, server):
+    out = tmp_path / "results"
+    completed = run_command_line("generate", str(tmp_path / "shot.blend"), "--server", server, "--steps", "200",
+                                 "--num-images", "9", "--out", str(out))
+    assert completed.returncode == 1
+    assert ("sd_blender: error: Steps 200 is outside this server's range 1 to 150; "
+            "Images 9 is outside this server's range 1 to 8") in completed.stderr
+    assert not out.exists()
+
+
 def test_a_missing_file_or_scene_is_one_line_naming_it(saved_scene, tmp_path):
     (tmp_path / "broken.blend").write_bytes(b"not a blend file")
     for arguments, message in (

@@ -1,5 +1,5 @@
-"""The server's models as the panel's search lists offer them, fetched from a live server off the
-calling thread."""
+"""The server's models as the panel's search lists offer them, and its limits, fetched from a live
+server off the calling thread."""
 import sys
 from pathlib import Path
 
@@ -21,6 +21,15 @@ def test_refresh_lists_the_servers_controlnets_with_the_units_type_first(client)
     assert models.names("depth") == ["tiny"]  # every tiny ControlNet has the one name
     assert models.status == f"7 ControlNets on {client.base_url}, with 1 base model and 0 LoRAs"
     assert models.base_models() == [("tiny", "tiny")] and models.loras() == []
+
+
+def test_refresh_brings_the_limits_the_running_server_enforces(tiny_cache):
+    models = ModelList()
+    assert models.limits is None
+    with running_server("--max-pixels", "262144", "--max-queue", "3", cache_dir=tiny_cache) as live:
+        models.refresh(ServerClient(live.url)).join(timeout=30)
+    assert models.limits["max_pixels"] == 262144 and models.limits["max_queue"] == 3
+    assert models.limits["lora_weight"] == {"min": -4.0, "max": 4.0}
 
 
 def test_an_unreachable_server_is_reported_in_the_status():
