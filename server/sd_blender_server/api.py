@@ -19,7 +19,7 @@ from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
 from .registry import Entry
 from .request import ControlInput, GenerationRequest, LoraInput, Problem
 from .schedulers import SCHEDULER_NAMES
-from .schemas import ErrorDetail, JobCreated, JobStatus, Limits, wire_models
+from .schemas import ErrorDetail, JobCreated, JobStatus, Limits, job_request_model
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -308,7 +308,7 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
     cannot read the answers.
     """
     engine = jobs.engine
-    job_request = wire_models(config.request).job_request
+    job_request = job_request_model(config.request)
     app = FastAPI(title="sd_blender server", version=__version__, responses=_TOO_LARGE)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)

@@ -2,6 +2,7 @@
 the app, the job queue, the engine and request validation. Every default is written here."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -67,7 +68,7 @@ class RequestLimits:
 class ServerConfig:
     model: str = DEFAULT_MODEL  # hub id, diffusers folder, .safetensors file or `tiny`
     # The ControlNet serving each control type (see controlnets_for).
-    controlnets: MappingProxyType = field(default_factory=lambda: DEFAULT_CONTROLNETS)
+    controlnets: Mapping[str, str] = field(default_factory=lambda: DEFAULT_CONTROLNETS)
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: str | None = None  # where the tiny model is built; None: $XDG_CACHE_HOME/sd_blender

@@ -2,7 +2,7 @@
 server's RequestLimits, so the OpenAPI schema shows the limits the running server enforces."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from functools import partial
 from typing import Annotated, Literal
 
@@ -26,17 +26,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
-@dataclass(frozen=True)
-class WireModels:
-    """The request models of one server's limits."""
-
-    job_request: type[BaseModel]
-    control: type[BaseModel]
-    lora: type[BaseModel]
-
-
-def wire_models(limits: RequestLimits) -> WireModels:
-    """The job request model (and its parts) bounded by `limits`."""
+def job_request_model(limits: RequestLimits) -> type[BaseModel]:
+    """The model of a POST /v1/jobs body (and of its controls and LoRAs) bounded by `limits`."""
     # Decoded while the request is validated, so a bad image is a 422 naming its field.
     base64_image = Annotated[
         Image.Image,
@@ -135,12 +126,12 @@ def wire_models(limits: RequestLimits) -> WireModels:
                 raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
             return self
 
-    return WireModels(JobRequest, Control, LoraWeight)
+    return JobRequest
 
 
 # The request model of a server with the default limits (what clients can check a request against
-# offline); a running server validates with wire_models(its limits).
-JobRequest = wire_models(RequestLimits()).job_request
+# offline); a running server validates with job_request_model(its limits).
+JobRequest = job_request_model(RequestLimits())
 
 
 class JobCreated(BaseModel):
