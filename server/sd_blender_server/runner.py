@@ -98,12 +98,8 @@ class Runner:
         self.loaded = Loaded()
 
     def _publish(self, **changes) -> None:
+        """A new Loaded snapshot, replacing the last one whole."""
         self.loaded = dataclasses.replace(self.loaded, **changes)
-
-    @property
-    def base(self) -> ModelSource | None:
-        """The loaded base model."""
-        return self._base
 
     def load(self, source: ModelSource) -> None:
         """Load a base model, unloading the one loaded before, if another; raises ModelLoadError
