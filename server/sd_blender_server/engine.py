@@ -80,8 +80,12 @@ class GenerationEngine:
         except (JobCancelled, EngineError):
             raise
         except Exception as error:
-            log.exception("generation failed")
-            failure = OutOfMemory() if is_out_of_memory(error) else GenerationFailed(f"{type(error).__name__}: {error}")
+            if is_out_of_memory(error):
+                log.warning("out of memory: %s", error)
+                failure = OutOfMemory()
+            else:
+                log.exception("generation failed")
+                failure = GenerationFailed(f"{type(error).__name__}: {error}")
         # Outside the except block, so the traceback's frames (and their tensors) are gone.
         free_memory()
         raise failure
