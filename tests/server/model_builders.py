@@ -74,19 +74,18 @@ def _unet_prefixes(config: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def _ldm_key(key: str, pairs: list[tuple[str, str]]) -> str:
+    """A diffusers key in the LDM layout: its prefix by `pairs`, a resnet's layer names by _RESNET."""
+    diffusers_prefix, ldm_prefix = next(pair for pair in pairs if key.startswith(pair[0]))
+    rest = key[len(diffusers_prefix):]
+    if ".resnets." in diffusers_prefix:
+        rest = next((new + rest[len(old):] for old, new in _RESNET if rest.startswith(old)), rest)
+    return ldm_prefix + rest
+
+
 def _unet_to_ldm(state: dict, config: dict) -> dict:
     pairs = _unet_prefixes(config)
-    converted = {}
-    for key, value in state.items():
-        diffusers_prefix, ldm_prefix = next(pair for pair in pairs if key.startswith(pair[0]))
-        rest = key[len(diffusers_prefix):]
-        if ".resnets." in diffusers_prefix:
-            for old, new in _RESNET:
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
-                    break
-        converted["model.diffusion_model." + ldm_prefix + rest] = value
-    return converted
+    return {"model.diffusion_model." + _ldm_key(key, pairs): value for key, value in state.items()}
 
 
 def _vae_to_ldm(state: dict, config: dict) -> dict:
@@ -413,17 +412,7 @@ def controlnet_to_ldm(state: dict, config: dict, prefix: str = "control_model.")
     ]
     pairs += [(f"controlnet_cond_embedding.blocks.{index}.", f"input_hint_block.{2 * index + 2}.") for index in range(hint_blocks)]
     pairs += [(f"controlnet_down_blocks.{index}.", f"zero_convs.{index}.0.") for index in range(64)]
-    converted = {}
-    for key, value in state.items():
-        old, new = next(pair for pair in pairs if key.startswith(pair[0]))
-        rest = key[len(old):]
-        if ".resnets." in old:
-            for resnet_old, resnet_new in _RESNET:
-                if rest.startswith(resnet_old):
-                    rest = resnet_new + rest[len(resnet_old):]
-                    break
-        converted[prefix + new + rest] = value
-    return converted
+    return {prefix + _ldm_key(key, pairs): value for key, value in state.items()}
 
 
 # --- kohya-ss LoRAs ---------------------------------------------------------------------------------
