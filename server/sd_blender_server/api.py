@@ -327,16 +327,16 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
 
     @app.get("/health", operation_id="health")
     def health() -> dict:
-        loaded = engine.loaded
+        catalog, loaded = engine.catalog, engine.loaded
         return {
             "status": "ok",
             "device": engine.device,
             "dtype": engine.dtype,
-            "model": loaded.base_model or engine.catalog.default_model.name,
+            "model": loaded.base_model or catalog.default_model.name,
             "loaded": {
                 "base_model": loaded.base_model is not None,
                 "controlnets": [
-                    entry.control_type for key, entry in engine.catalog.controlnet_entries() if key in loaded.controlnets
+                    entry.control_type for key, entry in catalog.controlnet_entries() if key in loaded.controlnets
                 ],
             },
             "load_counts": {"base_model": loaded.base_model_loads, "controlnets": dict(loaded.controlnet_loads)},
