@@ -14,9 +14,9 @@ def _range_problems(label, values, bounds):
             for value in values if not low <= value <= high]
 
 
-def request_problems(limits, width, height, steps, num_images, control_weights, lora_weights):
-    """What a request of this size, steps, images and weights breaks of the server's limits (a
-    /v1/limits answer); [] when nothing."""
+def request_problems(limits, width, height, steps, num_images, control_weights, lora_weights, scheduler):
+    """What a request of this size, steps, images, weights and sampler breaks of the server's
+    limits (a /v1/limits answer); [] when nothing."""
     problems = [
         _count_problem(len(control_weights), limits["controls"]["max"], "control units"),
         _count_problem(len(lora_weights), limits["loras"]["max"], "LoRAs", ": switch some off"),
@@ -25,6 +25,8 @@ def request_problems(limits, width, height, steps, num_images, control_weights, 
     problems += _range_problems("a LoRA's weight", lora_weights, limits["lora_weight"])
     problems += _range_problems("Steps", [steps], limits["steps"])
     problems += _range_problems("Images", [num_images], limits["num_images"])
+    if scheduler not in limits["schedulers"]:
+        problems.append(f"Sampler '{scheduler}' is not one of this server's: {', '.join(limits['schedulers'])}")
     if width * height > limits["max_pixels"]:
         problems.append(f"{width}x{height} is {width * height} pixels; this server takes at most "
                         f"{limits['max_pixels']}: make the image smaller")

@@ -40,6 +40,7 @@ def check_within_limits(scene, limits):
     problems = request_problems(
         limits, *generation_size(scene), settings.steps, settings.num_images,
         [unit.weight for unit in checked_units(settings)], [weight for _, weight in enabled_loras(settings)],
+        settings.scheduler,
     )
     if problems:
         raise ValueError("; ".join(problems))

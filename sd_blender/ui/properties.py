@@ -7,18 +7,6 @@ from ..core.segmentation import ADE20K_CLASSES
 from ..scene.passes import PASSES
 from . import state
 
-SCHEDULERS = (
-    ("unipc", "UniPC", "UniPC multistep"),
-    ("euler_a", "Euler a", "Euler ancestral"),
-    ("euler", "Euler", "Euler"),
-    ("dpmpp_2m", "DPM++ 2M", "DPM-Solver++ 2M"),
-    ("dpmpp_2m_karras", "DPM++ 2M Karras", "DPM-Solver++ 2M with Karras sigmas"),
-    ("ddim", "DDIM", "DDIM"),
-    ("pndm", "PNDM", "PNDM"),
-    ("lms", "LMS", "LMS"),
-    ("heun", "Heun", "Heun"),
-)
-
 APPLY_TARGETS = (
     ("NONE", "Image only", "Open the result as an image; apply nothing"),
     ("BACKGROUND", "Camera background", "Show the result behind the scene through the camera"),
@@ -44,6 +32,12 @@ def _with_families(named_families, edit_text):
 
 def _base_model_names(settings, context, edit_text):
     return _with_families(state.server_models.base_models(), edit_text)
+
+
+def _scheduler_names(settings, context, edit_text):
+    """The server's samplers, from its limits once fetched (Refresh)."""
+    limits = state.server_models.limits or {}
+    return [name for name in limits.get("schedulers", []) if edit_text.lower() in name]
 
 
 def _lora_names(lora, context, edit_text):
@@ -93,7 +87,10 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     seed: bpy.props.IntProperty(name="Seed", min=0, default=0)
     steps: bpy.props.IntProperty(name="Steps", min=1, soft_max=150, default=20)
     guidance_scale: bpy.props.FloatProperty(name="Guidance", min=0.0, max=30.0, default=7.5)
-    scheduler: bpy.props.EnumProperty(name="Sampler", items=SCHEDULERS, default="unipc")
+    scheduler: bpy.props.StringProperty(
+        name="Sampler", default="unipc", search=_scheduler_names,
+        description="A sampler of the server (Refresh lists them): unipc, euler_a, dpmpp_2m_karras, ...",
+    )
     num_images: bpy.props.IntProperty(name="Images", min=1, soft_max=8, default=1)
     use_scene_resolution: bpy.props.BoolProperty(
         name="Scene resolution", default=True, description="Generate at the scene's render resolution"

@@ -62,6 +62,9 @@ def test_the_servers_limits_are_read_and_checked_before_rendering(addon):
     wait_for(lambda: not state.server_models.fetching, "the model list and limits fetched")
     limits = state.server_models.limits
     assert (limits["controls"]["max"], limits["loras"]["max"], limits["lora_weight"]["max"]) == (4, 8, 4.0)
+    from sd_blender.ui.properties import _scheduler_names
+
+    assert _scheduler_names(None, None, "dpm") == ["dpmpp_2m", "dpmpp_2m_karras"]  # the Sampler field's list
     settings = bpy.context.scene.sd_blender
     for _ in range(5):
         settings.control_units.add()

@@ -231,10 +231,11 @@ def test_frames_take_one_image_each_and_no_texture(saved_scene, tmp_path):
 def test_the_command_line_checks_the_servers_limits_before_rendering(saved_scene, tmp_path, server):
     out = tmp_path / "results"
     completed = run_command_line("generate", str(tmp_path / "shot.blend"), "--server", server, "--steps", "200",
-                                 "--num-images", "9", "--out", str(out))
+                                 "--num-images", "9", "--scheduler", "karras", "--out", str(out))
     assert completed.returncode == 1
     assert ("sd_blender: error: Steps 200 is outside this server's range 1 to 150; "
-            "Images 9 is outside this server's range 1 to 8") in completed.stderr
+            "Images 9 is outside this server's range 1 to 8; Sampler 'karras' is not one of this server's: unipc, ")\
+        in completed.stderr
     assert not out.exists()
 
 

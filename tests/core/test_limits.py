@@ -10,9 +10,10 @@ LIMITS = {  # the shape of GET /v1/limits (docs/api.md), as a server started wit
     "num_images": {"min": 1, "max": 8}, "guidance_scale": {"min": 0.0, "max": 30.0},
     "strength": {"min": 0.0, "max": 1.0}, "prompt_max_length": 4000, "controls": {"max": 4},
     "control_weight": {"min": 0.0, "max": 2.0}, "loras": {"max": 8}, "lora_weight": {"min": -4.0, "max": 4.0},
-    "schedulers": ["unipc"], "max_queue": 32, "job_timeout_s": None, "max_body_mb": 64.0,
+    "schedulers": ["unipc", "euler_a"], "max_queue": 32, "job_timeout_s": None, "max_body_mb": 64.0,
 }
-ALLOWED = dict(width=512, height=512, steps=20, num_images=1, control_weights=[1.0, 0.5], lora_weights=[-3.5, 4.0])
+ALLOWED = dict(width=512, height=512, steps=20, num_images=1, control_weights=[1.0, 0.5], lora_weights=[-3.5, 4.0],
+               scheduler="euler_a")
 
 
 def test_a_request_within_the_limits_has_no_problem():
@@ -27,6 +28,7 @@ def test_a_request_within_the_limits_has_no_problem():
     ({"steps": 151}, "Steps 151 is outside this server's range 1 to 150"),
     ({"num_images": 9}, "Images 9 is outside this server's range 1 to 8"),
     ({"width": 1024}, "1024x512 is 524288 pixels; this server takes at most 262144: make the image smaller"),
+    ({"scheduler": "karras"}, "Sampler 'karras' is not one of this server's: unipc, euler_a"),
 ])
 def test_each_limit_broken_is_said(change, problem):
     assert request_problems(LIMITS, **{**ALLOWED, **change}) == [problem]
