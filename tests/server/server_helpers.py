@@ -7,6 +7,7 @@ import time
 
 import httpx
 from PIL import Image
+from waiting import wait_for
 
 
 def png_base64(width: int, height: int, color=(255, 255, 255), image_format: str = "PNG") -> str:
@@ -49,15 +50,22 @@ def fill_queue(client: httpx.Client) -> tuple[list[str], httpx.Response]:
 
 
 def started_count(client: httpx.Client, ids: list[str]) -> int:
-    """How many of these jobs have left the queue (running or finished)."""
-    return sum(client.get(f"/v1/jobs/{job_id}").json()["state"] != "queued" for job_id in ids)
+    """How many of these jobs have left the queue (running, finished, or finished and dropped)."""
+    return sum(_state(client, job_id) != "queued" for job_id in ids)
 
 
 def cancel_all(client: httpx.Client, ids: list[str]) -> None:
+    """Cancel these jobs and wait until each has ended."""
     for job_id in ids:
-        assert client.delete(f"/v1/jobs/{job_id}").status_code in (202, 409)
+        assert client.delete(f"/v1/jobs/{job_id}").status_code in (202, 404, 409)
     for job_id in ids:
-        wait_finished(client, job_id)
+        wait_for(lambda: _state(client, job_id) in ("done", "failed", "cancelled", None), f"job {job_id} ended")
+
+
+def _state(client: httpx.Client, job_id: str) -> str | None:
+    """A job's state; None once it is dropped (a finished job is kept --result-ttl seconds)."""
+    response = client.get(f"/v1/jobs/{job_id}")
+    return None if response.status_code == 404 else response.json()["state"]
 
 
 def wait_running(client: httpx.Client, job_id: str, timeout: float = 120) -> None:

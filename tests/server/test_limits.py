@@ -261,19 +261,25 @@ def test_limits_report_what_this_server_enforces(busy):
         assert request["controls"]["maxItems"] == 4 and request["loras"]["maxItems"] == 8
 
 
-def test_many_concurrent_clients_are_served_or_told_429(busy):
+@pytest.fixture(scope="module")
+def crowded(tiny_cache):
+    with running_server("--max-queue", "3", cache_dir=tiny_cache) as live:
+        yield live
+
+
+def test_many_concurrent_clients_are_served_or_told_429(crowded):
     clients, results = 16, []
     start = threading.Barrier(clients)
 
     def one_client():
         try:
-            with httpx.Client(base_url=busy.url, timeout=120) as client:
+            with httpx.Client(base_url=crowded.url, timeout=120) as client:
                 start.wait()
                 results.append(client.post("/v1/jobs", json={"width": 64, "height": 64, "steps": 10}))
         except Exception as error:  # reported by the assertion below
             results.append(error)
 
-    with httpx.Client(base_url=busy.url, timeout=120) as client:
+    with httpx.Client(base_url=crowded.url, timeout=120) as client:
         fillers, _ = fill_queue(client)
         threads = [threading.Thread(target=one_client) for _ in range(clients)]
         for thread in threads:
