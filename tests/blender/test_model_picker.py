@@ -1,5 +1,5 @@
 """The base model and LoRA picker against a live tiny-model server whose models folder has a LoRA
-for the tiny UNet (real weights, built as tests/server/test_registry.py builds them) and one for SD 1.5."""
+for the tiny UNet (real weights, built by tests/server/model_builders.py) and one for SD 1.5."""
 import re
 import subprocess
 from pathlib import Path

@@ -51,7 +51,10 @@ def busy_server(tiny_cache):
         long_jobs = []
 
         def fill():
-            long_jobs[:] = [client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150}) for _ in "ab"]
+            long_job = {"prompt": "ahead", "width": 512, "height": 512, "steps": 150}
+            long_jobs[:] = [client.submit(long_job)]
+            wait_for(lambda: client.job(long_jobs[0])["state"] == "running", "the first long job running")
+            long_jobs.append(client.submit(long_job))  # waits in the queue's one place
 
         def release():
             for job_id in long_jobs:
