@@ -38,6 +38,13 @@ def measure_shot_range(scene, width, height):
     return shot
 
 
+def measured_shot_text(scene):
+    """One line saying the Shot range measured last and over which frames."""
+    settings = scene.sd_blender
+    return (f"depth range {settings.depth_shot_near:.3g} to {settings.depth_shot_far:.3g}, "
+            f"measured over frames {settings.depth_shot_frames}")
+
+
 def measure_shot_if_needed(scene, kinds, width, height):
     """The explicit measuring step before rendering the passes `kinds` at width x height: the Shot
     range is measured when the depth pass needs it and it is not measured yet. Returns what was

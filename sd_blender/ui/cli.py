@@ -20,7 +20,7 @@ from ..core.job import DONE
 from ..core.openpose import openpose_json
 from ..core.png import is_whole_png, write_png
 from ..scene.apply import apply_frames_as_background, apply_results
-from ..scene.depth_range import measure_shot_if_needed, shot_frames
+from ..scene.depth_range import measure_shot_if_needed, measured_shot_text
 from ..scene.frame_range import frames_depth_advice
 from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
@@ -158,9 +158,8 @@ def _open_scene(args):
 
 def _measure_shot_if_needed(scene, kinds):
     """The explicit step of a Shot depth range not yet measured over the scene's frame range."""
-    measured = measure_shot_if_needed(scene, kinds, *generation_size(scene))
-    if measured:
-        print(f"depth range {measured[0]:.3g} to {measured[1]:.3g}, measured over frames {shot_frames(scene)}")
+    if measure_shot_if_needed(scene, kinds, *generation_size(scene)):
+        print(measured_shot_text(scene))
 
 
 def _apply_pass_arguments(settings, args):

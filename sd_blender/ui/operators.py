@@ -63,10 +63,8 @@ def _show_in_image_editors(image):
 
 def _measure_shot_if_needed(operator, scene, kinds):
     """The explicit step of a Shot depth range not yet measured over the frame range."""
-    measured = depth_range.measure_shot_if_needed(scene, kinds, *generation_size(scene))
-    if measured:
-        operator.report({"INFO"}, f"depth range {measured[0]:.3g} to {measured[1]:.3g} measured over frames "
-                                  f"{depth_range.shot_frames(scene)}")
+    if depth_range.measure_shot_if_needed(scene, kinds, *generation_size(scene)):
+        operator.report({"INFO"}, depth_range.measured_shot_text(scene))
 
 
 def _selected_mesh_names(context):
@@ -259,11 +257,11 @@ class SDBLENDER_OT_measure_shot_depth(bpy.types.Operator):
     def execute(self, context):
         scene = context.scene
         try:
-            near, far = depth_range.measure_shot_range(scene, *generation_size(scene))
+            depth_range.measure_shot_range(scene, *generation_size(scene))
         except PassError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"depth range {near:.3g} to {far:.3g} over frames {scene.sd_blender.depth_shot_frames}")
+        self.report({"INFO"}, depth_range.measured_shot_text(scene))
         return {"FINISHED"}
 
 

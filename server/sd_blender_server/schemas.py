@@ -13,13 +13,19 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from .config import CONTROL_TYPES, RequestLimits
 from .images import decode_base64_image
 from .jobs import JOB_STATES
-from .request import GenerationRequest
+from .request import ControlInput, GenerationRequest, LoraInput
 from .schedulers import SCHEDULER_NAMES
 
 JobState = Literal[JOB_STATES]
 SchedulerName = Literal[SCHEDULER_NAMES]
+def _defaults_of(dataclass_type) -> dict:
+    return {item.name: item.default for item in fields(dataclass_type)}
+
+
 # The request's defaults are the engine's.
-_DEFAULTS = {item.name: item.default for item in fields(GenerationRequest)}
+_DEFAULTS = _defaults_of(GenerationRequest)
+_CONTROL_DEFAULTS = _defaults_of(ControlInput)
+_LORA_DEFAULTS = _defaults_of(LoraInput)
 
 
 class _Strict(BaseModel):
@@ -42,14 +48,18 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
     class Control(_Strict):
         type: str = Field(description=f"the control type, e.g. {', '.join(CONTROL_TYPES)} (see /v1/models)")
         model: str | None = Field(
-            None, description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`"
+            _CONTROL_DEFAULTS["model"],
+            description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`",
         )
         image: base64_image
         weight: float = Field(
-            1.0, ge=limits.control_weight.min, le=limits.control_weight.max, description="controlnet_conditioning_scale"
+            _CONTROL_DEFAULTS["weight"], ge=limits.control_weight.min, le=limits.control_weight.max,
+            description="controlnet_conditioning_scale",
         )
-        start: float = Field(0.0, ge=0, le=1, description="fraction of the steps where this control starts")
-        end: float = Field(1.0, ge=0, le=1, description="fraction of the steps where this control ends")
+        start: float = Field(
+            _CONTROL_DEFAULTS["start"], ge=0, le=1, description="fraction of the steps where this control starts"
+        )
+        end: float = Field(_CONTROL_DEFAULTS["end"], ge=0, le=1, description="fraction of the steps where this control ends")
 
         @model_validator(mode="after")
         def _start_before_end(self) -> Control:
@@ -60,7 +70,8 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
     class LoraWeight(_Strict):
         name: str = Field(max_length=200, description="a LoRA name from /v1/models (`loras[].name`)")
         weight: float = Field(
-            1.0, ge=limits.lora_weight.min, le=limits.lora_weight.max, description="how strongly the LoRA applies"
+            _LORA_DEFAULTS["weight"], ge=limits.lora_weight.min, le=limits.lora_weight.max,
+            description="how strongly the LoRA applies",
         )
 
     pixels = f"width x height at most {limits.max_pixels} (this server's --max-pixels), defaults included"
