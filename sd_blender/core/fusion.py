@@ -1,0 +1,313 @@
+"""Views of an object fused into one UV texture, and the texture rendered back into a view: the
+maths of whole-object texturing (docs/texturing.md), numpy only.
+
+A texture is size × size texels, row 0 at the top: texel (x, y) holds UV ((x + 0.5) / size,
+1 − (y + 0.5) / size), Blender's UV convention (v up). A view's pixels run the same way, row 0
+at the top, pixel centres at +0.5. Every texel on the surface knows its world position, normal
+and the world area it stands for (TexelSurface); projecting it into a view (Camera) gives where it
+is seen, whether it is visible there (the depth test against the distance the view's render
+saw) and how squarely (the cosine between its normal and the ray to the camera).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .raster import overlap_count, rasterize
+
+# A texel farther from the camera than the view's depth map by more than this (relative, plus an
+# absolute margin) is hidden in that view.
+DEPTH_TOLERANCE, DEPTH_MARGIN = 0.02, 1e-3
+# Views fade out over this fraction of their shorter side next to the frame border.
+FEATHER_FRACTION = 0.05
+# A UV layout whose islands overlap on more than this fraction of its texels is not baked into.
+OVERLAP_TOLERANCE = 1e-3
+
+
+@dataclass
+class Camera:
+    """A view: Blender's world-to-camera matrix (the camera's inverse world matrix), its
+    projection matrix (Object.calc_matrix_camera) and the frame's size in pixels."""
+
+    world_to_view: np.ndarray  # (4, 4)
+    projection: np.ndarray  # (4, 4)
+    width: int
+    height: int
+
+    @property
+    def orthographic(self):
+        return self.projection[3, 3] == 1.0
+
+    def to_view(self, points):
+        """World points (N, 3) → camera space (N, 3): the camera looks down −Z."""
+        return points @ self.world_to_view[:3, :3].T + self.world_to_view[:3, 3]
+
+    def to_pixels(self, view_points):
+        """Camera-space points → (N, 2) pixel coordinates (x right, y down) and (N,) distances
+        along the view axis (positive in front of the camera)."""
+        clip = np.concatenate([view_points, np.ones((len(view_points), 1))], axis=1) @ self.projection.T
+        w = np.where(np.abs(clip[:, 3]) < 1e-12, 1e-12, clip[:, 3])
+        x = (clip[:, 0] / w * 0.5 + 0.5) * self.width
+        y = (0.5 - clip[:, 1] / w * 0.5) * self.height
+        return np.stack([x, y], axis=1), -view_points[:, 2]
+
+    def cosines(self, view_points, world_normals):
+        """Cosine between each normal and the direction from its point to the camera."""
+        normals = world_normals @ self.world_to_view[:3, :3].T
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        if self.orthographic:
+            return normals[:, 2]
+        to_camera = -view_points / np.maximum(np.linalg.norm(view_points, axis=1, keepdims=True), 1e-12)
+        return np.einsum("nc,nc->n", normals, to_camera)
+
+
+@dataclass
+class Mesh:
+    """The triangles to texture, three corners each: UVs (T, 3, 2), world positions (T, 3, 3) and
+    world normals (T, 3, 3) (the evaluated mesh's corner normals: smooth, flat or custom)."""
+
+    uvs: np.ndarray
+    positions: np.ndarray
+    normals: np.ndarray
+
+    def uv_pixels(self, size):
+        return np.stack([self.uvs[..., 0] * size, (1.0 - self.uvs[..., 1]) * size], axis=-1)
+
+
+@dataclass
+class TexelSurface:
+    """The texels a mesh's UV layout covers (flat indices into size × size) and, for each, its
+    world position, unit normal and the surface area it stands for."""
+
+    size: int
+    texels: np.ndarray  # (N,) int
+    positions: np.ndarray  # (N, 3)
+    normals: np.ndarray  # (N, 3)
+    areas: np.ndarray  # (N,)
+
+    def image(self, values, fill=0.0):
+        """Per-texel values (N, ...) → a size × size (× ...) image, `fill` outside the layout."""
+        out = np.full((self.size * self.size,) + values.shape[1:], fill, np.float32)
+        out[self.texels] = values
+        return out.reshape((self.size, self.size) + values.shape[1:])
+
+
+def texel_surface(mesh, size):
+    coverage = rasterize(mesh.uv_pixels(size), size, size)
+    covered = coverage.covered.ravel()
+    texels = np.flatnonzero(covered)
+    triangles = coverage.triangle.ravel()[texels]
+    weights = coverage.barycentric.reshape(-1, 3)[texels]
+    positions = np.einsum("nk,nkc->nc", weights, mesh.positions[triangles])
+    normals = np.einsum("nk,nkc->nc", weights, mesh.normals[triangles])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    texel_counts = np.bincount(triangles, minlength=len(mesh.uvs))
+    areas = _triangle_areas(mesh.positions)[triangles] / texel_counts[triangles]
+    return TexelSurface(size, texels, positions, normals, areas.astype(np.float32))
+
+
+def _triangle_areas(corners):
+    return 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+
+
+def usable_for_baking(mesh, size=1024):
+    """None when the UV layout can take a bake (inside the unit square, islands apart), else
+    what is wrong with it."""
+    if len(mesh.uvs) == 0:
+        return "it has no faces"
+    if mesh.uvs.min() < -1e-4 or mesh.uvs.max() > 1.0 + 1e-4:
+        return "its UVs reach outside the 0–1 square"
+    count = overlap_count(mesh.uv_pixels(size), size, size)
+    covered = np.count_nonzero(count)
+    if covered == 0:
+        return "its UV islands have no area"
+    if np.count_nonzero(count > 1) > OVERLAP_TOLERANCE * covered:
+        return "its UV islands overlap"
+    return None
+
+
+# -------------------------------------------------------------------- texels seen from a view
+
+
+@dataclass
+class ViewSamples:
+    """Where each texel of a surface falls in one view, and how well that view sees it."""
+
+    pixels: np.ndarray  # (N, 2) pixel coordinates
+    visible: np.ndarray  # (N,) bool: in the frame, facing the camera, not hidden
+    cosines: np.ndarray  # (N,)
+    feather: np.ndarray  # (N,) 1 inside the frame, falling to 0 at its border
+
+    def weights(self, exponent, discard_angle):
+        return view_weights(self.visible, self.cosines, self.feather, exponent, discard_angle)
+
+
+def view_weights(visible, cosines, feather, exponent, discard_angle):
+    """How much a view counts where it sees the surface: visible × cos^exponent × feather, and
+    0 past the discard angle (degrees from square on)."""
+    facing = visible & (cosines > np.cos(np.radians(discard_angle)))
+    return np.where(facing, np.clip(cosines, 0.0, 1.0) ** exponent * feather, 0.0)
+
+
+def border_feather(x, y, width, height):
+    """1 inside the frame, falling linearly to 0 over FEATHER_FRACTION of the shorter side at its border."""
+    border = np.minimum.reduce([x, width - x, y, height - y])
+    return np.clip(border / (FEATHER_FRACTION * min(width, height)), 0.0, 1.0)
+
+
+def view_samples(surface, camera, distance):
+    """The surface's texels in a view whose render saw `distance` (H, W: distance along the view
+    axis per pixel, top row first, huge where nothing was hit)."""
+    view_points = camera.to_view(surface.positions)
+    pixels, depth = camera.to_pixels(view_points)
+    cosines = camera.cosines(view_points, surface.normals)
+    inside = (
+        (depth > 0) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= camera.width)
+        & (pixels[:, 1] >= 0) & (pixels[:, 1] <= camera.height)
+    )
+    nearest_seen = _nearest_around(distance, pixels)
+    visible = inside & (cosines > 0) & (depth <= nearest_seen * (1.0 + DEPTH_TOLERANCE) + DEPTH_MARGIN)
+    feather = border_feather(pixels[:, 0], pixels[:, 1], camera.width, camera.height)
+    return ViewSamples(pixels, visible, cosines, feather)
+
+
+def _nearest_around(distance, pixels):
+    """The smallest distance among the (up to) four pixel centres around each point: a texel next
+    to an occluder's outline counts as hidden rather than taking the occluder's colour."""
+    height, width = distance.shape
+    x0 = np.clip(np.floor(pixels[:, 0] - 0.5).astype(np.int64), 0, width - 1)
+    y0 = np.clip(np.floor(pixels[:, 1] - 0.5).astype(np.int64), 0, height - 1)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    return np.minimum.reduce([distance[y0, x0], distance[y0, x1], distance[y1, x0], distance[y1, x1]])
+
+
+def sample_bilinear(image, points):
+    """image (H, W, C) at (N, 2) pixel coordinates (centres at +0.5), clamped at the edges."""
+    height, width = image.shape[:2]
+    x = np.clip(points[:, 0] - 0.5, 0, width - 1)
+    y = np.clip(points[:, 1] - 0.5, 0, height - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+# ----------------------------------------------------------------------------------- fusion
+
+
+@dataclass
+class Fused:
+    """The weighted mean colour of each texel over the views, and the total weight it got."""
+
+    colours: np.ndarray  # (N, C)
+    weight: np.ndarray  # (N,)
+
+    @property
+    def seen(self):
+        return self.weight > 0
+
+
+def fuse(images, samples, weights):
+    """Per texel, the views' colours (images (H, W, C) floats) averaged with the given weights."""
+    total = np.zeros(len(weights[0]), np.float64)
+    colours = np.zeros((len(weights[0]), images[0].shape[2]), np.float64)
+    for image, view, weight in zip(images, samples, weights):
+        used = weight > 0
+        colours[used] += weight[used, None] * sample_bilinear(image, view.pixels[used])
+        total += weight
+    colours[total > 0] /= total[total > 0, None]
+    return Fused(colours.astype(np.float32), total.astype(np.float32))
+
+
+def coverage(surface, seen):
+    """The fraction of the surface's area its seen texels stand for."""
+    total = float(surface.areas.sum())
+    return float(surface.areas[seen].sum()) / total if total > 0 else 0.0
+
+
+def fill_unseen(image, known):
+    """Every texel not `known` filled from the known ones around it (push-pull: averaged down a
+    pyramid, then pulled back up), so islands extend into the background without black seams and
+    texels no view saw take their neighbours' colour."""
+    if known.all() or not known.any():
+        return image.copy()
+    image, known = image.astype(np.float32), known.astype(np.float32)
+    coarser = _half(image * known[..., None]), _half(known)
+    weight = coarser[1]
+    coarse_image = np.where(weight[..., None] > 0, coarser[0] / np.maximum(weight, 1e-12)[..., None], 0.0)
+    coarse_filled = fill_unseen(coarse_image, weight > 0)
+    upsampled = np.repeat(np.repeat(coarse_filled, 2, axis=0), 2, axis=1)[: image.shape[0], : image.shape[1]]
+    return np.where(known[..., None] > 0, image, upsampled)
+
+
+def _half(values):
+    """Sum over 2 × 2 blocks (an odd last row or column is padded with zeros)."""
+    height, width = values.shape[:2]
+    padded = np.pad(values, [(0, height % 2), (0, width % 2)] + [(0, 0)] * (values.ndim - 2))
+    return padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]
+
+
+# --------------------------------------------------------------------- the texture in a view
+
+
+@dataclass
+class ViewMap:
+    """Per pixel of a view: the UV of the surface seen there, the cosine, and whether it is the
+    textured mesh, seen (not hidden by anything else in the scene)."""
+
+    uvs: np.ndarray  # (H, W, 2)
+    cosines: np.ndarray  # (H, W)
+    visible: np.ndarray  # (H, W) bool
+
+    def weights(self, exponent, discard_angle):
+        """Per pixel, as view_weights: how much this view's image counts there."""
+        height, width = self.visible.shape
+        y, x = np.mgrid[0:height, 0:width] + 0.5
+        return view_weights(self.visible, self.cosines, border_feather(x, y, width, height), exponent, discard_angle)
+
+    def texel_points(self, size):
+        """Where each pixel's surface lies in a size × size texture, in texel coordinates."""
+        return np.stack([self.uvs[..., 0] * size, (1.0 - self.uvs[..., 1]) * size], axis=-1).reshape(-1, 2)
+
+    def correspondence(self):
+        """(H, W, 3) float32: u, v and the cosine where visible, zeros elsewhere (the server's
+        synchronized texture job takes this, per view, at latent size)."""
+        cosines = np.where(self.visible, np.clip(self.cosines, 0.0, 1.0), 0.0)
+        uvs = np.where(self.visible[..., None], np.clip(self.uvs, 0.0, 1.0), 0.0)
+        return np.concatenate([uvs, cosines[..., None]], axis=2).astype(np.float32)
+
+
+def view_map(mesh, camera, distance):
+    """Rasterise the mesh in the view (nearest surface wins) and keep the pixels where the
+    view's render (`distance`, as for view_samples) saw that same surface."""
+    view_points = camera.to_view(mesh.positions.reshape(-1, 3))
+    pixels, depth = camera.to_pixels(view_points)
+    depth = depth.reshape(-1, 3)
+    in_front = (depth > 1e-6).all(axis=1)  # a triangle crossing the camera plane is left out
+    corners = np.where(in_front[:, None, None], pixels.reshape(-1, 3, 2), np.nan)
+    coverage = rasterize(corners, camera.width, camera.height, depth=np.where(in_front[:, None], depth, 1.0))
+    uvs = coverage.interpolate(mesh.uvs)
+    normals = coverage.interpolate(mesh.normals).reshape(-1, 3)
+    points = coverage.interpolate(view_points.reshape(-1, 3, 3)).reshape(-1, 3)
+    cosines = camera.cosines(points, normals).reshape(camera.height, camera.width)
+    same_surface = np.abs(coverage.depth - distance) <= distance * DEPTH_TOLERANCE + DEPTH_MARGIN
+    visible = coverage.covered & same_surface & (cosines > 0)
+    return ViewMap(uvs, cosines, visible)
+
+
+def render_into_view(texture, view):
+    """The texture (size × size × C) as the view sees it: (H, W, C), zeros where the mesh is not seen."""
+    height, width = view.visible.shape
+    colours = sample_bilinear(texture, view.texel_points(texture.shape[0])).reshape(height, width, -1)
+    return np.where(view.visible[..., None], colours, 0.0)
+
+
+def view_agreement(image, rendered, weights):
+    """Mean absolute difference, 0–255, between a view's image and the texture rendered into it
+    (both 0–1 floats), weighted per pixel; None where the view sees nothing."""
+    total = float(weights.sum())
+    if total <= 0:
+        return None
+    difference = np.abs(image.astype(np.float64) - rendered).mean(axis=2)
+    return float((difference * weights).sum() / total * 255.0)
