@@ -21,6 +21,7 @@ DEPTH_TOLERANCE, DEPTH_MARGIN = 0.02, 1e-3
 FEATHER_FRACTION = 0.05
 # A UV layout whose islands overlap on more than this fraction of its texels is not baked into.
 OVERLAP_TOLERANCE = 1e-3
+NOTHING_HIT = 1.0e10  # a render's distance where nothing was hit
 
 
 @dataclass
@@ -130,15 +131,25 @@ def usable_for_baking(mesh, size=1024):
 
 @dataclass
 class ViewSamples:
-    """Where each texel of a surface falls in one view, and how well that view sees it."""
+    """Where each texel of a surface falls in one view, and how well that view sees it. A texel's
+    colour is read from the (up to) four pixels around it that show the same surface, with
+    bilinear weights renormalised over those: an occluder's or the background's pixels next to an
+    outline never bleed into it."""
 
     pixels: np.ndarray  # (N, 2) pixel coordinates
-    visible: np.ndarray  # (N,) bool: in the frame, facing the camera, not hidden
+    visible: np.ndarray  # (N,) bool: in the frame, facing the camera, some pixel around shows it
     cosines: np.ndarray  # (N,)
     feather: np.ndarray  # (N,) 1 inside the frame, falling to 0 at its border
+    neighbours: np.ndarray  # (N, 4) flat pixel indices
+    neighbour_weights: np.ndarray  # (N, 4) summing to 1 where visible
 
     def weights(self, exponent, discard_angle):
         return view_weights(self.visible, self.cosines, self.feather, exponent, discard_angle)
+
+    def colours(self, image):
+        """The texels' colours in `image` (H, W, C)."""
+        flat = image.reshape(-1, image.shape[2])
+        return np.einsum("nk,nkc->nc", self.neighbour_weights, flat[self.neighbours])
 
 
 def view_weights(visible, cosines, feather, exponent, discard_angle):
@@ -164,33 +175,35 @@ def view_samples(surface, camera, distance):
         (depth > 0) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= camera.width)
         & (pixels[:, 1] >= 0) & (pixels[:, 1] <= camera.height)
     )
-    nearest_seen = _nearest_around(distance, pixels)
-    visible = inside & (cosines > 0) & (depth <= nearest_seen * (1.0 + DEPTH_TOLERANCE) + DEPTH_MARGIN)
+    neighbours, bilinear = _bilinear_neighbours(pixels, camera.width, camera.height)
+    seen = distance.ravel()[neighbours]
+    same_surface = np.abs(seen - depth[:, None]) <= depth[:, None] * DEPTH_TOLERANCE + DEPTH_MARGIN
+    weights = bilinear * same_surface
+    total = weights.sum(axis=1)
+    visible = inside & (cosines > 0) & (total > 1e-6)
+    weights = np.where(visible[:, None], weights / np.maximum(total, 1e-6)[:, None], 0.0)
     feather = border_feather(pixels[:, 0], pixels[:, 1], camera.width, camera.height)
-    return ViewSamples(pixels, visible, cosines, feather)
+    return ViewSamples(pixels, visible, cosines, feather, neighbours, weights.astype(np.float32))
 
 
-def _nearest_around(distance, pixels):
-    """The smallest distance among the (up to) four pixel centres around each point: a texel next
-    to an occluder's outline counts as hidden rather than taking the occluder's colour."""
-    height, width = distance.shape
-    x0 = np.clip(np.floor(pixels[:, 0] - 0.5).astype(np.int64), 0, width - 1)
-    y0 = np.clip(np.floor(pixels[:, 1] - 0.5).astype(np.int64), 0, height - 1)
+def _bilinear_neighbours(points, width, height):
+    """The flat indices of the four pixels around each point (clamped at the edges) and their
+    bilinear weights."""
+    x = np.clip(points[:, 0] - 0.5, 0, width - 1)
+    y = np.clip(points[:, 1] - 0.5, 0, height - 1)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    return np.minimum.reduce([distance[y0, x0], distance[y0, x1], distance[y1, x0], distance[y1, x1]])
+    fx, fy = x - x0, y - y0
+    indices = np.stack([y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1], axis=1)
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=1)
+    return indices, weights
 
 
 def sample_bilinear(image, points):
     """image (H, W, C) at (N, 2) pixel coordinates (centres at +0.5), clamped at the edges."""
     height, width = image.shape[:2]
-    x = np.clip(points[:, 0] - 0.5, 0, width - 1)
-    y = np.clip(points[:, 1] - 0.5, 0, height - 1)
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    indices, weights = _bilinear_neighbours(points, width, height)
+    return np.einsum("nk,nkc->nc", weights, image.reshape(-1, image.shape[2])[indices])
 
 
 # ----------------------------------------------------------------------------------- fusion
@@ -214,7 +227,7 @@ def fuse(images, samples, weights):
     colours = np.zeros((len(weights[0]), images[0].shape[2]), np.float64)
     for image, view, weight in zip(images, samples, weights):
         used = weight > 0
-        colours[used] += weight[used, None] * sample_bilinear(image, view.pixels[used])
+        colours[used] += weight[used, None] * view.colours(image)[used]
         total += weight
     colours[total > 0] /= total[total > 0, None]
     return Fused(colours.astype(np.float32), total.astype(np.float32))
@@ -281,19 +294,45 @@ class ViewMap:
 def view_map(mesh, camera, distance):
     """Rasterise the mesh in the view (nearest surface wins) and keep the pixels where the
     view's render (`distance`, as for view_samples) saw that same surface."""
-    view_points = camera.to_view(mesh.positions.reshape(-1, 3))
-    pixels, depth = camera.to_pixels(view_points)
-    depth = depth.reshape(-1, 3)
-    in_front = (depth > 1e-6).all(axis=1)  # a triangle crossing the camera plane is left out
-    corners = np.where(in_front[:, None, None], pixels.reshape(-1, 3, 2), np.nan)
-    coverage = rasterize(corners, camera.width, camera.height, depth=np.where(in_front[:, None], depth, 1.0))
+    coverage, view_points = _rasterize_in_view(mesh, camera)
     uvs = coverage.interpolate(mesh.uvs)
     normals = coverage.interpolate(mesh.normals).reshape(-1, 3)
-    points = coverage.interpolate(view_points.reshape(-1, 3, 3)).reshape(-1, 3)
+    points = coverage.interpolate(view_points).reshape(-1, 3)
     cosines = camera.cosines(points, normals).reshape(camera.height, camera.width)
     same_surface = np.abs(coverage.depth - distance) <= distance * DEPTH_TOLERANCE + DEPTH_MARGIN
     visible = coverage.covered & same_surface & (cosines > 0)
     return ViewMap(uvs, cosines, visible)
+
+
+def distance_alone(mesh, camera):
+    """What the camera sees of the mesh alone, as a render's distances (huge where nothing)."""
+    coverage, _ = _rasterize_in_view(mesh, camera)
+    return np.where(coverage.covered, coverage.depth, NOTHING_HIT)
+
+
+def _rasterize_in_view(mesh, camera):
+    """The mesh's coverage of the view, and its corners in camera space (T, 3, 3). A triangle
+    crossing the camera plane is left out."""
+    view_points = camera.to_view(mesh.positions.reshape(-1, 3))
+    pixels, depth = camera.to_pixels(view_points)
+    depth = depth.reshape(-1, 3)
+    in_front = (depth > 1e-6).all(axis=1)
+    corners = np.where(in_front[:, None, None], pixels.reshape(-1, 3, 2), np.nan)
+    coverage = rasterize(corners, camera.width, camera.height, depth=np.where(in_front[:, None], depth, 1.0))
+    return coverage, view_points.reshape(-1, 3, 3)
+
+
+def perspective(field_of_view, width, height, near, far):
+    """The projection matrix Blender gives a camera of this field of view (radians) across the
+    frame's longer side."""
+    scale = 1.0 / np.tan(field_of_view / 2)
+    x_scale, y_scale = (scale, scale * width / height) if width >= height else (scale * height / width, scale)
+    return np.array([
+        [x_scale, 0, 0, 0],
+        [0, y_scale, 0, 0],
+        [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
+        [0, 0, -1, 0],
+    ])
 
 
 def render_into_view(texture, view):

@@ -23,7 +23,7 @@ from .passes import render_pass_buffers
 PROJECTION_NAME = "SD Projection"
 CLIP_ATTRIBUTE = "SD Projection Clip"  # per vertex: the camera's clip-space x, y, w
 DEPTH_ATTRIBUTE = "SD Projection Depth"  # per vertex: planar depth from the camera
-MIX_NODE_NAME = "SD Projection Mix"
+TEXTURE_NAME = "SD Texture"  # the nodes showing a baked whole-object texture
 BACKGROUND_MARKER = "sd_blender_background"
 # A surface farther than the depth map by more than this (relative, plus an absolute margin) is
 # hidden from the camera. The map is read with linear interpolation between pixel centres, so
@@ -113,7 +113,7 @@ def projection_depth_image(scene, camera_object, image):
     """The planar depth the camera sees, rendered at the size of `image` into a float image
     "<image> depth" (R = G = B = depth), packed into the .blend with it."""
     width, height = image.size
-    with _as_scene_camera(scene, camera_object):
+    with as_scene_camera(scene, camera_object):
         distance = render_pass_buffers(scene, ["depth"], width, height)["depth"]
     name = f"{image.name} depth"
     depth_image = bpy.data.images.get(name) or bpy.data.images.new(name, width, height, float_buffer=True, is_data=True)
@@ -128,7 +128,7 @@ def projection_depth_image(scene, camera_object, image):
 
 
 @contextmanager
-def _as_scene_camera(scene, camera_object):
+def as_scene_camera(scene, camera_object):
     previous = scene.camera
     scene.camera = camera_object
     try:
@@ -151,20 +151,33 @@ def _require_editable_mesh(mesh_object):
 
 
 def _projection_uv_layer(mesh):
-    """The add-on's own UV map (made on the first apply); the active and render maps stay as they were."""
-    existing = mesh.uv_layers.get(PROJECTION_NAME)
+    return own_uv_layer(mesh, PROJECTION_NAME)
+
+
+def own_uv_layer(mesh, name):
+    """The add-on's own UV map `name` (made on first use); the active and render maps stay as they were."""
+    existing = mesh.uv_layers.get(name)
     if existing is not None:
         return existing
-    active_name = mesh.uv_layers.active.name if mesh.uv_layers.active else None
-    render_name = next((layer.name for layer in mesh.uv_layers if layer.active_render), None)
-    uv_layer = mesh.uv_layers.new(name=PROJECTION_NAME, do_init=False)
+    with kept_active_uv_maps(mesh):
+        uv_layer = mesh.uv_layers.new(name=name, do_init=False)
     if uv_layer is None:
         raise ValueError(f"'{mesh.name}' already has the most UV maps Blender allows: remove one.")
-    if active_name is not None:
-        mesh.uv_layers.active = mesh.uv_layers[active_name]
-    if render_name is not None:
-        mesh.uv_layers[render_name].active_render = True
     return uv_layer
+
+
+@contextmanager
+def kept_active_uv_maps(mesh):
+    """Put the mesh's active and render UV maps back as they were afterwards."""
+    active_name = mesh.uv_layers.active.name if mesh.uv_layers.active else None
+    render_name = next((layer.name for layer in mesh.uv_layers if layer.active_render), None)
+    try:
+        yield
+    finally:
+        if active_name is not None:
+            mesh.uv_layers.active = mesh.uv_layers[active_name]
+        if render_name is not None:
+            mesh.uv_layers[render_name].active_render = True
 
 
 def _point_attribute(mesh, name, data_type):
@@ -231,14 +244,23 @@ def _add_projection_nodes(material, image, depth_image):
     Base Color before the first projection stays as the mix's other colour."""
     tree = _shader_nodes(material)
     principled = _principled_bsdf(tree)
-    node = _NodeMaker(tree, principled)
+    node = _NodeMaker(tree, principled, PROJECTION_NAME)
     frame = _frame_coordinates(node, tree.links)
     image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='CLIP')
     tree.links.new(frame, image_node.inputs["Vector"])
     visible = _visibility(node, tree.links, frame, depth_image, image_node.outputs["Alpha"])
-    new_mix = tree.nodes.get(MIX_NODE_NAME) is None
+    _mix_into_base_color(tree, principled, node, image_node, visible)
+
+
+def _mix_into_base_color(tree, principled, node, image_node, factor):
+    """A Mix node (found or added) showing the image where `factor` (a socket or a number) is 1;
+    what fed the Base Color before the first mix stays as the mix's other colour."""
+    new_mix = tree.nodes.get(node.name("Mix")) is None
     mix = node("Mix", "ShaderNodeMix", (450, 0), data_type='RGBA')
-    tree.links.new(visible, mix.inputs["Factor"])
+    if isinstance(factor, bpy.types.NodeSocket):
+        tree.links.new(factor, mix.inputs["Factor"])
+    else:
+        mix.inputs["Factor"].default_value = factor
     tree.links.new(image_node.outputs["Color"], _color_socket(mix.inputs, "B"))
     if principled is not None:
         base_color = principled.inputs["Base Color"]
@@ -246,6 +268,24 @@ def _add_projection_nodes(material, image, depth_image):
             _keep_original_colour(tree, base_color, _color_socket(mix.inputs, "A"))
         tree.links.new(_color_socket(mix.outputs, "Result"), base_color)
     tree.nodes.active = image_node
+
+
+# --------------------------------------------------------------------------- baked texture
+
+
+def apply_as_baked_texture(mesh_object, image, uv_name):
+    """Show a texture baked into the UV map `uv_name` on the object: an Image Texture node reading
+    that map, mixed in fully over the material's Base Color (which stays as the mix's other input)."""
+    _require_editable_mesh(mesh_object)
+    _fill_empty_material_slots(mesh_object)
+    for slot in mesh_object.material_slots:
+        tree = _shader_nodes(slot.material)
+        principled = _principled_bsdf(tree)
+        node = _NodeMaker(tree, principled, TEXTURE_NAME)
+        uv_map = node("UV Map", "ShaderNodeUVMap", (-700, 150), uv_map=uv_name)
+        image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='EXTEND')
+        tree.links.new(uv_map.outputs["UV"], image_node.inputs["Vector"])
+        _mix_into_base_color(tree, principled, node, image_node, 1.0)
 
 
 def _frame_coordinates(node, links):
@@ -304,20 +344,23 @@ def _color_socket(sockets, name):
 
 
 class _NodeMaker:
-    """Finds or adds the projection's nodes, named "SD Projection <part>", placed left of the BSDF."""
+    """Finds or adds the add-on's nodes, named "<prefix> <part>", placed left of the BSDF."""
 
-    def __init__(self, tree, anchor):
-        self.tree = tree
+    def __init__(self, tree, anchor, prefix):
+        self.tree, self.prefix = tree, prefix
         self.origin = (anchor.location.x - 400, anchor.location.y) if anchor else (0, 0)
 
+    def name(self, part):
+        return f"{self.prefix} {part}"
+
     def __call__(self, part, node_type, offset, **settings):
-        name = f"{PROJECTION_NAME} {part}"
+        name = self.name(part)
         node = self.tree.nodes.get(name)
         if node is None:
             node = self.tree.nodes.new(node_type)
             node.name = name
             node.location = (self.origin[0] + offset[0], self.origin[1] + offset[1])
-        node.label = PROJECTION_NAME
+        node.label = self.prefix
         for key, value in settings.items():
             setattr(node, key, value)
         return node

@@ -212,7 +212,7 @@ def _surface_ids():
             del obj[SURFACE_ID_PROPERTY], obj[LAST_SLOT_PROPERTY]
 
 
-def _read_image(path):
+def read_image(path):
     """(H, W, 4) float32, top row first; 8-bit files come back as byte / 255."""
     image = bpy.data.images.load(path)
     try:
@@ -227,7 +227,7 @@ def _read_image(path):
 def _render_to_file(scene, settings, path, **render_arguments):
     with temporarily_set(settings):
         bpy.ops.render.render(write_still=True, scene=scene.name, **render_arguments)
-    return _read_image(path)
+    return read_image(path)
 
 
 def _render_view_layer(scene):

@@ -10,11 +10,8 @@ import json
 import os
 import re
 import sys
-import time
 
-import bpy
-
-from ..core.client import DEFAULT_SERVER_URL, ServerClient, ServerError
+from ..core.client import DEFAULT_SERVER_URL, ServerClient
 from ..core.files import clear_leftovers, write_whole
 from ..core.job import DONE
 from ..core.openpose import openpose_json
@@ -26,49 +23,10 @@ from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
 from ..scene.pose import scene_people
 from ..scene.request import generation_size, pass_options, request_pass_kinds
-from ..scene.saving import save_copy_whole
-
-# generate option → scene setting it overrides (None leaves the scene's saved value).
-_SETTING_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler", "num_images")
-HOW_TO_RETRY = "run the command again"
-
-
-def _kinds(text):
-    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
-    unknown = [kind for kind in kinds if kind not in PASS_KINDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown pass {', '.join(unknown)}; available: {', '.join(PASS_KINDS)}")
-    return kinds
-
-
-def _control_unit(text):
-    """KIND[:WEIGHT[:START[:END]]] → (kind, weight, start, end)."""
-    kind, *numbers = text.split(":")
-    if kind not in PASS_KINDS or len(numbers) > 3:
-        raise ValueError
-    weight, start, end = [float(number) for number in numbers] + [1.0, 0.0, 1.0][len(numbers):]
-    return kind, weight, start, end
-
-
-def _control_units(text):
-    if text.strip() == "none":
-        return []
-    try:
-        return [_control_unit(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected KIND[:WEIGHT[:START[:END]]],... with KIND one of {', '.join(PASS_KINDS)}, got '{text}'"
-        ) from None
-
-
-def _depth_range(text):
-    if text in ("auto", "shot"):
-        return text
-    try:
-        near, far = (float(value) for value in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, shot or NEAR,FAR (e.g. 2,40), got '{text}'") from None
-    return near, far
+from .cli_common import (
+    HOW_TO_RETRY, add_pass_arguments, apply_arguments, apply_pass_arguments, control_units, open_scene, pass_kinds,
+    save_blend, server_limits, wait_with_progress,
+)
 
 
 def _apply_targets(text):
@@ -94,23 +52,15 @@ def _add_scene_arguments(parser):
     parser.add_argument("--scene", help="scene name (default: the active scene)")
 
 
-def _add_pass_arguments(parser):
-    parser.add_argument("--depth-range", type=_depth_range,
-                        help="auto (per frame), shot (over the scene's frame range) or NEAR,FAR "
-                        "(default: the scene's setting)")
-    parser.add_argument("--canny-threshold", type=float, help="canny line threshold (default: the scene's setting)")
-    parser.add_argument("--stick-scale", type=float, help="OpenPose stick thickness (default: the scene's setting)")
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="sd_blender", description="sd_blender without the user interface")
     commands = parser.add_subparsers(dest="command", required=True)
 
     passes = commands.add_parser("passes", help="write the control images of a frame")
     _add_scene_arguments(passes)
-    passes.add_argument("--kinds", type=_kinds, default=list(PASS_KINDS), help="comma-separated passes")
+    passes.add_argument("--kinds", type=pass_kinds, default=list(PASS_KINDS), help="comma-separated passes")
     passes.add_argument("--out", default=".", help="output folder (default: current folder)")
-    _add_pass_arguments(passes)
+    add_pass_arguments(passes)
 
     generate = commands.add_parser("generate", help="render the passes, generate on the server, write the result")
     _add_scene_arguments(generate)
@@ -123,12 +73,12 @@ def build_parser():
     generate.add_argument("--num-images", type=int)
     generate.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
                           help="default: the scene's render resolution")
-    generate.add_argument("--controls", type=_control_units,
+    generate.add_argument("--controls", type=control_units,
                           help="KIND[:WEIGHT[:START[:END]]],... or none: replaces the scene's control units")
     generate.add_argument("--guess-mode", action="store_true", default=None, help="ControlNet guess mode")
     generate.add_argument("--img2img", type=float, metavar="STRENGTH",
                           help="start from the colour pass, repainting this much of it (0-1)")
-    _add_pass_arguments(generate)
+    add_pass_arguments(generate)
     generate.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
     generate.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
     generate.add_argument("--out", help="result folder (default: 'sd_blender' next to the .blend)")
@@ -139,39 +89,10 @@ def build_parser():
     return parser
 
 
-def _open_scene(args):
-    if args.blend:
-        if not os.path.isfile(args.blend):
-            raise ValueError(f"no .blend file at {args.blend}")
-        try:
-            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
-        except RuntimeError as error:
-            raise ValueError(f"Blender cannot open {args.blend}: {str(error).strip()}") from None
-    if args.scene and args.scene not in bpy.data.scenes:
-        names = ", ".join(scene.name for scene in bpy.data.scenes)
-        raise ValueError(f"there is no scene named '{args.scene}'; this file has: {names}")
-    scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
-    if args.frame is not None:
-        scene.frame_set(args.frame)
-    return scene
-
-
 def _measure_shot_if_needed(scene, kinds):
     """The explicit step of a Shot depth range not yet measured over the scene's frame range."""
     if measure_shot_if_needed(scene, kinds, *generation_size(scene)):
         print(measured_shot_text(scene))
-
-
-def _apply_pass_arguments(settings, args):
-    if args.depth_range in ("auto", "shot"):
-        settings.depth_range_mode = args.depth_range.upper()
-    elif args.depth_range is not None:
-        settings.depth_range_mode = "FIXED"
-        settings.depth_near, settings.depth_far = args.depth_range
-    if args.canny_threshold is not None:
-        settings.canny_threshold = args.canny_threshold
-    if args.stick_scale is not None:
-        settings.openpose_stick_scale = args.stick_scale
 
 
 def _write_openpose_json(scene, width, height, folder):
@@ -182,8 +103,8 @@ def _write_openpose_json(scene, width, height, folder):
 
 
 def run_passes(args):
-    scene = _open_scene(args)
-    _apply_pass_arguments(scene.sd_blender, args)
+    scene = open_scene(args)
+    apply_pass_arguments(scene.sd_blender, args)
     width, height = generation_size(scene)
     os.makedirs(args.out, exist_ok=True)
     clear_leftovers(args.out)
@@ -198,46 +119,6 @@ def run_passes(args):
         if "openpose" in args.kinds:
             print(_write_openpose_json(scene, width, height, args.out))
     return 0
-
-
-def _replace_control_units(settings, units):
-    settings.control_units.clear()
-    for kind, weight, start, end in units:
-        unit = settings.control_units.add()
-        unit.kind, unit.weight, unit.start, unit.end = kind, weight, start, end
-
-
-def _apply_arguments(scene, args):
-    settings = scene.sd_blender
-    for option in _SETTING_OPTIONS:
-        value = getattr(args, option)
-        if value is not None:
-            setattr(settings, option, value)
-    if args.seed is not None:
-        settings.use_random_seed, settings.seed = False, args.seed
-    if args.size:
-        settings.use_scene_resolution = False
-        settings.width, settings.height = args.size
-    if args.controls is not None:
-        _replace_control_units(settings, args.controls)
-    if args.guess_mode:
-        settings.guess_mode = True
-    if args.img2img is not None:
-        settings.use_color_init, settings.init_strength = True, args.img2img
-    _apply_pass_arguments(settings, args)
-
-
-def _wait_with_progress(job):
-    shown = None
-    try:
-        while not (snapshot := job.snapshot()).finished:
-            if snapshot.message != shown:
-                print(f"  {snapshot.message or snapshot.state}", flush=True)
-                shown = snapshot.message
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        job.cancel()
-    return job.wait()
 
 
 def _check_frames_arguments(settings, args):
@@ -271,7 +152,7 @@ def _generate_frames(scene, start, args):
             print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
         scene.frame_set(frame)
         print(f"frame {frame}:", flush=True)
-        snapshot = _wait_with_progress(start(out, frame=frame))
+        snapshot = wait_with_progress(start(out, frame=frame))
         if snapshot.state != DONE:
             print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
                   "it are kept: run the same command again to go on from there", file=sys.stderr)
@@ -279,38 +160,22 @@ def _generate_frames(scene, start, args):
         print(path)
     if "background" in args.apply:
         apply_frames_as_background(scene, paths, args.frames.start)
-    return _save_blend(args)
-
-
-def _save_blend(args):
-    if args.save_blend:
-        save_copy_whole(os.path.abspath(args.save_blend))
-        print(args.save_blend)
-    return 0
-
-
-def _server_limits(client):
-    """The server's limits, so each request is checked before its passes render; None when the
-    server cannot say (the job itself then reports why)."""
-    try:
-        return client.limits()
-    except ServerError:
-        return None
+    return save_blend(args)
 
 
 def run_generate(args):
-    scene = _open_scene(args)
-    _apply_arguments(scene, args)
+    scene = open_scene(args)
+    apply_arguments(scene, args)
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
-    limits = _server_limits(client)
+    limits = server_limits(client)
 
     def start(output_dir, frame=None):
         return start_job(scene, client, output_dir, frame=frame, how_to_retry=HOW_TO_RETRY, limits=limits)
 
     if args.frames:
         return _generate_frames(scene, start, args)
-    snapshot = _wait_with_progress(start(args.out and os.path.abspath(args.out)))
+    snapshot = wait_with_progress(start(args.out and os.path.abspath(args.out)))
     print(snapshot.message)
     if snapshot.state != DONE:
         return 1
@@ -319,7 +184,7 @@ def run_generate(args):
     names = args.objects.split(",") if args.objects else [o.name for o in scene.objects if o.select_get()]
     for target in args.apply:
         apply_results(scene, snapshot.result_paths, target.upper(), names)
-    return _save_blend(args)
+    return save_blend(args)
 
 
 def run(argv):
