@@ -239,17 +239,59 @@ def coverage(surface, seen):
     return float(surface.areas[seen].sum()) / total if total > 0 else 0.0
 
 
-def fill_unseen(image, known):
-    """Every texel not `known` filled from the known ones around it (push-pull: averaged down a
-    pyramid, then pulled back up), so islands extend into the background without black seams and
-    texels no view saw take their neighbours' colour."""
+def fill_unseen(image, known, dilation=0):
+    """Every texel not `known` filled from the known ones around it: first `dilation` rings of
+    texels outward, each the mean of its known neighbours (what bilinear filtering and the first
+    mipmaps read next to an island), then all the rest by push-pull (averaged down a pyramid,
+    pulled back up), so no texel stays black and texels no view saw take their neighbours' colour."""
+    image, known = dilate(image, known, dilation)
+    return _push_pull(image, known)
+
+
+def dilate(image, known, rings):
+    """(image, known) with `rings` rings of unknown texels around the known ones filled."""
+    height, width = known.shape
+    flat, known = image.reshape(height * width, -1).astype(np.float32), known.ravel().copy()
+    frontier = np.flatnonzero(~known)
+    frontier = frontier[_touches_known(frontier, known, height, width)]
+    for _ in range(rings):
+        if not len(frontier):
+            break
+        neighbours, valid = _neighbours(frontier, height, width)
+        from_known = valid & known[neighbours]
+        flat[frontier] = (flat[neighbours] * from_known[..., None]).sum(axis=1) / from_known.sum(axis=1)[:, None]
+        known[frontier] = True
+        next_ring = np.unique(neighbours[valid & ~known[neighbours]])
+        frontier = next_ring
+    return flat.reshape(image.shape), known.reshape(height, width)
+
+
+def _touches_known(indices, known, height, width):
+    neighbours, valid = _neighbours(indices, height, width)
+    return (valid & known[neighbours]).any(axis=1)
+
+
+def _neighbours(indices, height, width):
+    """The 8 neighbours' flat indices of each texel (clamped inside), and which exist."""
+    y, x = np.divmod(indices, width)
+    neighbours, valid = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                ny, nx = y + dy, x + dx
+                valid.append((ny >= 0) & (ny < height) & (nx >= 0) & (nx < width))
+                neighbours.append(np.clip(ny, 0, height - 1) * width + np.clip(nx, 0, width - 1))
+    return np.stack(neighbours, axis=1), np.stack(valid, axis=1)
+
+
+def _push_pull(image, known):
     if known.all() or not known.any():
         return image.copy()
     image, known = image.astype(np.float32), known.astype(np.float32)
     coarser = _half(image * known[..., None]), _half(known)
     weight = coarser[1]
     coarse_image = np.where(weight[..., None] > 0, coarser[0] / np.maximum(weight, 1e-12)[..., None], 0.0)
-    coarse_filled = fill_unseen(coarse_image, weight > 0)
+    coarse_filled = _push_pull(coarse_image, weight > 0)
     upsampled = np.repeat(np.repeat(coarse_filled, 2, axis=0), 2, axis=1)[: image.shape[0], : image.shape[1]]
     return np.where(known[..., None] > 0, image, upsampled)
 

@@ -2,6 +2,7 @@
 
     sd_blender passes   [SCENE.blend] [--frame N | --frames A-B] [--kinds depth,normal,openpose,...] [--out DIR]
     sd_blender generate [SCENE.blend] [--frame N | --frames A-B] [--prompt TEXT] [--controls depth:0.8,openpose] ...
+    sd_blender texture | bake ...   (ui/cli_texture.py)
 
 docs/cli.md documents every option.
 """
@@ -23,6 +24,8 @@ from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
 from ..scene.pose import scene_people
 from ..scene.request import generation_size, pass_options, request_pass_kinds
+from ..scene.texels import TexturingError
+from . import cli_texture
 from .cli_common import (
     HOW_TO_RETRY, add_pass_arguments, apply_arguments, apply_pass_arguments, control_units, open_scene, pass_kinds,
     save_blend, server_limits, wait_with_progress,
@@ -86,6 +89,7 @@ def build_parser():
                           help="comma-separated: background, texture (default: apply nothing)")
     generate.add_argument("--objects", help="comma-separated meshes for --apply texture (default: selected)")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
+    cli_texture.add_commands(commands)
     return parser
 
 
@@ -191,7 +195,8 @@ def run(argv):
     """Entry point of both command lines; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"passes": run_passes, "generate": run_generate}[args.command](args)
-    except (PassError, ValueError, OSError) as error:
+        commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake}
+        return commands[args.command](args)
+    except (PassError, TexturingError, ValueError, OSError) as error:
         print(f"sd_blender: error: {error}", file=sys.stderr)
         return 1

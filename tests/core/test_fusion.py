@@ -11,17 +11,6 @@ from sd_blender.core.raster import overlap_count, rasterize
 SIZE = 64
 
 
-def perspective(fov_degrees, width, height, near=0.1, far=100.0):
-    """The projection Blender's calc_matrix_camera gives for a horizontal field of view."""
-    scale = 1.0 / math.tan(math.radians(fov_degrees) / 2)
-    return np.array([
-        [scale, 0, 0, 0],
-        [0, scale * width / height, 0, 0],
-        [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
-        [0, 0, -1, 0],
-    ])
-
-
 def camera_at(distance, size=SIZE, fov=60.0, angle=0.0):
     """A camera `distance` from the origin looking at it, turned `angle` degrees about Y."""
     turn = math.radians(angle)
@@ -29,7 +18,7 @@ def camera_at(distance, size=SIZE, fov=60.0, angle=0.0):
     camera_to_world = np.eye(4)
     camera_to_world[:3, :3] = rotation
     camera_to_world[:3, 3] = rotation @ np.array([0, 0, distance])
-    return fusion.Camera(np.linalg.inv(camera_to_world), perspective(fov, size, size), size, size)
+    return fusion.Camera(np.linalg.inv(camera_to_world), fusion.perspective(math.radians(fov), size, size, 0.1, 100.0), size, size)
 
 
 def unit_square(z=0.0):
@@ -41,10 +30,8 @@ def unit_square(z=0.0):
 
 
 def distance_map(mesh, camera):
-    """What a render would see: the mesh's own depth, huge where nothing."""
-    pixels, depth = camera.to_pixels(camera.to_view(mesh.positions.reshape(-1, 3)))
-    coverage = rasterize(pixels.reshape(-1, 3, 2), camera.width, camera.height, depth.reshape(-1, 3))
-    return np.where(coverage.covered, coverage.depth, 1e10)
+    """What a render would see: the mesh's own distances."""
+    return fusion.distance_alone(mesh, camera)
 
 
 def uv_colour(uv):
@@ -182,3 +169,14 @@ def test_correspondence_is_uv_and_cosine_where_visible():
     assert table.shape == (SIZE, SIZE, 3) and table.dtype == np.float32
     assert (table[~view.visible] == 0).all()
     assert np.allclose(table[view.visible, 2], view.cosines[view.visible])
+
+
+def test_dilation_extends_islands_by_their_edge_colours():
+    image = np.zeros((32, 32, 3), np.float32)
+    known = np.zeros((32, 32), bool)
+    image[8:24, 8:16], known[8:24, 8:16] = [1.0, 0.0, 0.0], True
+    image[8:24, 16:24], known[8:24, 16:24] = [0.0, 0.0, 1.0], True
+    filled = fusion.fill_unseen(image, known, dilation=4)
+    assert np.allclose(filled[8:24, 4], [1, 0, 0]) and np.allclose(filled[8:24, 27], [0, 0, 1])
+    assert np.allclose(filled[4, 10], [1, 0, 0]) and np.allclose(filled[27, 21], [0, 0, 1])
+    assert (filled.max(axis=-1) > 0).all(), "nothing is left black"
