@@ -20,6 +20,8 @@ from .registry import Entry
 from .request import ControlInput, GenerationRequest, LoraInput, Problem
 from .schedulers import SCHEDULER_NAMES
 from .schemas import ErrorDetail, JobCreated, JobStatus, Limits, job_request_model
+from .texture_request import TextureRequest, TextureView
+from .texture_schemas import SHARED_FIELDS, texture_request_model
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -214,9 +216,28 @@ def generation_request(body: "BaseModel") -> GenerationRequest:
     """The engine's request from a validated POST /v1/jobs body."""
     return GenerationRequest(
         **{name: getattr(body, name) for name in type(body).model_fields if name not in ("controls", "loras")},
-        controls=tuple(ControlInput(**control.model_dump(exclude={"image"}), image=control.image) for control in body.controls),
+        controls=_control_inputs(body.controls),
         loras=tuple(LoraInput(**lora.model_dump()) for lora in body.loras),
     )
+
+
+def texture_request(body: "BaseModel") -> TextureRequest:
+    """The engine's request from a validated POST /v1/texture-jobs body."""
+    settings = GenerationRequest(
+        **{name: getattr(body, name) for name in SHARED_FIELDS if name != "loras"},
+        loras=tuple(LoraInput(**lora.model_dump()) for lora in body.loras),
+    )
+    return TextureRequest(
+        settings=settings,
+        views=tuple(TextureView(_control_inputs(view.controls), view.correspondence) for view in body.views),
+        texture_size=body.texture_size,
+        exponent_start=body.exponent_start,
+        exponent_end=body.exponent_end,
+    )
+
+
+def _control_inputs(controls: list) -> tuple[ControlInput, ...]:
+    return tuple(ControlInput(**control.model_dump(exclude={"image"}), image=control.image) for control in controls)
 
 
 def unserved(problems: list[Problem]) -> RequestValidationError:
@@ -281,6 +302,8 @@ def limits_json(config: ServerConfig) -> dict:
         "control_weight": vars(limits.control_weight),
         "loras": {"max": limits.max_loras},
         "lora_weight": vars(limits.lora_weight),
+        "views": {"max": limits.max_views},
+        "texture_size": vars(limits.texture_size),
         "schedulers": list(SCHEDULER_NAMES),
         "max_queue": config.max_queue,
         "job_timeout_s": config.job_timeout,
@@ -309,6 +332,7 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
     """
     engine = jobs.engine
     job_request = job_request_model(config.request)
+    texture_job_request = texture_request_model(config.request)
     app = FastAPI(title="sd_blender server", version=__version__, responses=_TOO_LARGE)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
@@ -356,14 +380,26 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
         "/jobs", status_code=202, response_model=JobCreated, operation_id="submitJob", responses={**_SUBMITTED, **_QUEUE_FULL}
     )
     def submit(body: job_request, response: Response) -> JobCreated:
-        request = generation_request(body)
+        return queued(generation_request(body), response)
+
+    @router.post(
+        "/texture-jobs", status_code=202, response_model=JobCreated, operation_id="submitTextureJob",
+        responses={**_SUBMITTED, **_QUEUE_FULL},
+    )
+    def submit_texture(body: texture_job_request, response: Response) -> JobCreated:
+        """A synchronized texture job: the views denoised together, so that they agree (one image
+        each, in the views' order); it is then a job like any other, under /v1/jobs/{id}."""
+        return queued(texture_request(body), response)
+
+    def queued(request: GenerationRequest | TextureRequest, response: Response) -> JobCreated:
         # Model, LoRA and ControlNet names resolve only to catalog entries; families must match.
-        problems = engine.catalog.problems(request)
+        problems = engine.problems(request)
         if problems:
             raise unserved(problems)
         job = jobs.submit(request)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return JobCreated(id=job.id)
+
     @router.get("/jobs/{job_id}", response_model=JobStatus, operation_id="getJob", responses=_UNKNOWN_JOB)
     def status(job_id: str) -> dict:
         return jobs.status(job_id)

@@ -129,6 +129,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-pixels", type=_positive(int), default=_DEFAULTS.request.max_pixels,
         help="most pixels (width x height) a job may ask for; input images may have 4x as many (default: %(default)s)",
     )
+    limits.add_argument(
+        "--max-views", type=_positive(int), default=_DEFAULTS.request.max_views,
+        help="most views a synchronized texture job (POST /v1/texture-jobs) may have (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument(
         "--print-openapi", action="store_true", help="print the OpenAPI schema (the API contract) and exit"
@@ -153,7 +157,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         keep_results=args.keep_results,
         result_ttl=args.result_ttl,
         max_body_mb=args.max_body_mb,
-        request=dataclasses.replace(RequestLimits(), max_pixels=args.max_pixels),
+        request=dataclasses.replace(RequestLimits(), max_pixels=args.max_pixels, max_views=args.max_views),
     )
 
 

@@ -57,6 +57,8 @@ class RequestLimits:
     control_weight: Bounds = Bounds(0.0, 2.0)
     max_loras: int = 8
     lora_weight: Bounds = Bounds(-4.0, 4.0)
+    max_views: int = 16  # views of a synchronized texture job
+    texture_size: Bounds = Bounds(16, 1024)  # the side of a texture job's latent texture
 
     @property
     def max_input_pixels(self) -> int:

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from . import hub
+from . import hub, synchronized
 from .catalog import Catalog
 from .config import ServerConfig
 from .errors import EngineError, GenerationFailed, JobCancelled, ModelLoadError, OutOfMemory, RequestRefused
 from .images import a1111_lora_hash, a1111_model_hash
 from .model_sources import ModelSource
-from .request import GenerationRequest
+from .request import GenerationRequest, Problem
 from .runner import Loaded, Runner, RunPlan, free_memory, is_out_of_memory
+from .texture_request import TextureRequest, texture_parameters, texture_problems
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,27 @@ class GenerationEngine:
             raise ModelLoadError(str(error)) from error
         self._runner.load(self._with_hub_family(source))
 
+    def problems(self, request: GenerationRequest | TextureRequest) -> list[Problem]:
+        """What this server cannot run in a request of either kind; [] when it can."""
+        if isinstance(request, TextureRequest):
+            return texture_problems(self._catalog, request)
+        return self._catalog.problems(request)
+
+    def parameters(self, request: GenerationRequest | TextureRequest) -> dict:
+        """What a request (its seed chosen) will run with, as reported to clients and written into the PNGs."""
+        if isinstance(request, TextureRequest):
+            return texture_parameters(self._catalog, request)
+        return self._catalog.parameters(request)
+
     def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | TextureRequest,
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
-        """Run one request; raises JobCancelled when should_cancel() turns true, else an EngineError
-        (OutOfMemory once what the job held is given back) for any failure."""
+        """Run one request, an ordinary job or a synchronized texture job; raises JobCancelled when
+        should_cancel() turns true, else an EngineError (OutOfMemory once what the job held is given
+        back) for any failure."""
         try:
             return self._generate(request, on_step, should_cancel)
         except (JobCancelled, EngineError):
@@ -93,8 +107,12 @@ class GenerationEngine:
     def _generate(self, request, on_step, should_cancel) -> GenerationResult:
         request = request.with_seed()
         plan = self._plan(request)
-        parameters = self._catalog.parameters(request)
-        images = self._runner.run(request, plan, on_step, should_cancel)
+        parameters = self.parameters(request)
+        if isinstance(request, TextureRequest):
+            with self._runner.pipeline_for(request.settings, plan) as (pipeline, controlnets):
+                images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel)
+        else:
+            images = self._runner.run(request, plan, on_step, should_cancel)
         if plan.base.kind == "file":
             parameters["model_hash"] = self._file_hash(plan.base.location, a1111_model_hash)
         lora_files = {entry.name: entry.location for entry in plan.loras if entry.source == "file"}
@@ -102,19 +120,21 @@ class GenerationEngine:
             parameters["lora_hashes"] = {name: self._file_hash(path, a1111_lora_hash) for name, path in lora_files.items()}
         return GenerationResult(images=images, parameters=parameters)
 
-    def _plan(self, request: GenerationRequest) -> RunPlan:
+    def _plan(self, request: GenerationRequest | TextureRequest) -> RunPlan:
         """The models a request runs on; refused (RequestRefused) when the catalog cannot run it,
         which may be learnt only now, from the hub."""
-        self._learn_hub_families(request)
-        catalog = self._catalog
-        problems = catalog.problems(request)
+        # A texture job's views run the same models: its first view names them.
+        models = request.view_request(0) if isinstance(request, TextureRequest) else request
+        self._learn_hub_families(models)
+        problems = self.problems(request)
         if problems:
             raise RequestRefused("; ".join(problem.message for problem in problems))
-        keys = [catalog.controlnet_key(control) for control in request.controls]
+        catalog = self._catalog
+        keys = [catalog.controlnet_key(control) for control in models.controls]
         return RunPlan(
-            base=catalog.base_source(request.model),
+            base=catalog.base_source(models.model),
             controlnets=tuple((key, catalog.controlnet_source(key)) for key in keys),
-            loras=tuple(catalog.lora(lora.name) for lora in request.loras),
+            loras=tuple(catalog.lora(lora.name) for lora in models.loras),
         )
 
     def _learn_hub_families(self, request: GenerationRequest) -> None:

@@ -15,6 +15,7 @@ from .config import ServerConfig
 from .errors import EngineError, JobCancelled
 from .images import encode_png
 from .request import GenerationRequest
+from .texture_request import TextureRequest
 
 if TYPE_CHECKING:
     from .engine import GenerationEngine
@@ -50,7 +51,7 @@ def _now() -> str:
 @dataclass
 class Job:
     id: str
-    request: GenerationRequest | None
+    request: GenerationRequest | TextureRequest | None
     parameters: dict
     state: str = "queued"
     step: int = 0
@@ -138,9 +139,10 @@ class JobQueue:
                     estimate = min(estimate, job.deadline - now)
         return max(1, min(math.ceil(estimate), 3600))
 
-    def submit(self, request: GenerationRequest) -> Job:
+    def submit(self, request: GenerationRequest | TextureRequest) -> Job:
+        """Queue an ordinary job or a synchronized texture job; QueueFull when the queue is."""
         request = request.with_seed()
-        job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.catalog.parameters(request))
+        job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
         job.total = request.steps
         with self._lock:
             if len(self._waiting) >= self.max_queue:

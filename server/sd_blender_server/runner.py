@@ -224,3 +224,19 @@ class Runner:
                 pipeline.unload_lora_weights()
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise ModelLoadError(f"cannot apply LoRA '{current}': {detail}") from error
+
+    @contextlib.contextmanager
+    def pipeline_for(self, request: GenerationRequest, plan: RunPlan):
+        """The txt2img pipeline of `plan` with the request's scheduler and LoRAs, and its ControlNets,
+        for a denoising loop of the caller's own (synchronized.py); the LoRAs are unloaded after."""
+        self.load(plan.base)
+        controlnets = [self.controlnet(key, source) for key, source in plan.controlnets]
+        pipeline = build_pipeline(
+            self._components, self._scheduler_config, self._base.family, controlnets, False, request.scheduler
+        )
+        self._apply_loras(pipeline, request, plan.loras)
+        try:
+            yield pipeline, controlnets
+        finally:
+            if plan.loras:
+                pipeline.unload_lora_weights()

@@ -205,6 +205,8 @@ class Limits(BaseModel):
     control_weight: NumberRange
     loras: AtMost = Field(description="the most LoRAs a job may apply")
     lora_weight: NumberRange
+    views: AtMost = Field(description="the most views a synchronized texture job may have (--max-views)")
+    texture_size: CountRange = Field(description="the side of a texture job's latent texture, in texels")
     schedulers: list[str]
     max_queue: int = Field(description="jobs that may wait; past it POST /v1/jobs answers 429 (--max-queue)")
     job_timeout_s: float | None = Field(description="seconds a job may run; null: no limit (--job-timeout)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 
 import httpx
@@ -20,6 +21,21 @@ def submit(client: httpx.Client, **body) -> str:
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     return response.json()["id"]
+
+
+def read_events(client: httpx.Client, job_id: str) -> list[tuple[str, dict]]:
+    """A job's event stream, read to its end (the job's final state), as (event, data) pairs."""
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+    return events
 
 
 def wait_finished(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:

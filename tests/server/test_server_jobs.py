@@ -4,7 +4,7 @@ import time
 
 from sd_parsers import ParserManager
 from sd_parsers.data import Generators
-from server_helpers import fetch_image, png_base64, run_job, submit, wait_finished
+from server_helpers import fetch_image, png_base64, read_events, run_job, submit, wait_finished
 
 
 def test_submit_poll_done_with_progress_and_image(client):
@@ -51,23 +51,9 @@ def test_same_seed_gives_same_pixels_and_null_seed_is_reported(client):
     assert f"Seed: {seed + 1}," in second.text["parameters"]
 
 
-def _read_events(client, job_id):
-    events = []
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line[len("event: "):]
-            elif line.startswith("data: "):
-                events.append((name, json.loads(line[len("data: "):])))
-    return events
-
-
 def test_events_stream_every_step_then_the_final_state(client):
     job_id = submit(client, width=64, height=64, steps=12)
-    events = _read_events(client, job_id)
+    events = read_events(client, job_id)
 
     progress = [data for name, data in events if name == "progress"]
     assert progress == [{"step": step, "total": 12} for step in range(1, 13)]
@@ -75,7 +61,7 @@ def test_events_stream_every_step_then_the_final_state(client):
     assert states[-2:] == ["running", "done"]
     assert events[-1][1]["images"] == [f"/v1/jobs/{job_id}/images/0.png"]
     # A client that connects after the end still gets the whole story.
-    assert _read_events(client, job_id) == events
+    assert read_events(client, job_id) == events
 
 
 def test_cancel_a_queued_and_a_running_job(client):

@@ -1,0 +1,110 @@
+"""Synchronized texture jobs (POST /v1/texture-jobs) through real HTTP against the live tiny-model
+server: the views agree, the job reports, cancels and is refused like any other."""
+import base64
+
+import numpy as np
+from server_helpers import fetch_image, field_error, png_base64, read_events, run_job, wait_finished, wait_running
+
+WIDTH, HEIGHT = 128, 64
+COLUMNS, ROWS = WIDTH // 8, HEIGHT // 8  # the latent image, where correspondences are given
+
+
+def correspondence(first_column: float, texture_columns: float, cosine: float = 0.8, rows: int = ROWS,
+                   columns: int = COLUMNS) -> str:
+    """A view looking straight at a flat strip: its latent column x sees the texture's column
+    first_column + x of texture_columns, its row y the texture's row y; base64 float32 (u, v, c)."""
+    ys, xs = np.mgrid[0:rows, 0:columns]
+    u = (first_column + xs + 0.5) / texture_columns
+    v = 1 - (ys + 0.5) / rows
+    array = np.stack([u, v, np.full_like(u, cosine)], -1).astype("<f4")
+    return base64.b64encode(array.tobytes()).decode()
+
+
+def texture_job(*correspondences: str, **settings) -> dict:
+    image = png_base64(WIDTH, HEIGHT, (128, 128, 128))
+    return {
+        "prompt": "a crate", "seed": 5, "steps": 8, "width": WIDTH, "height": HEIGHT, "texture_size": 32,
+        "views": [{"controls": [{"type": "depth", "image": image}], "correspondence": item} for item in correspondences],
+        **settings,
+    }
+
+
+def view_images(client, status: dict) -> list[np.ndarray]:
+    return [np.asarray(fetch_image(client, path), dtype=np.float32) for path in status["images"]]
+
+
+def submit_texture(client, body: dict) -> str:
+    response = client.post("/v1/texture-jobs", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
+    return response.json()["id"]
+
+
+def test_views_seeing_the_same_texels_agree(client):
+    """View 1 sees the strip shifted by 4 latent columns (32 pixels) from view 0: where both see it,
+    their images agree, far better than the same views seeing two disjoint halves of the texture.
+    (A shift, not a mirror: the tiny model's random convolutions are not mirror-symmetric, so
+    mirrored latents do not decode to mirrored images; shifted ones do, away from the borders.)"""
+    shift = 4
+    shared = texture_job(correspondence(shift, COLUMNS + shift), correspondence(0, COLUMNS + shift))
+    disjoint = texture_job(correspondence(0, 2 * COLUMNS), correspondence(COLUMNS, 2 * COLUMNS))
+    differences = []
+    for body in (shared, disjoint):
+        first, second = view_images(client, wait_finished(client, submit_texture(client, body)))
+        differences.append(np.abs(first[:, : WIDTH - 8 * shift] - second[:, 8 * shift:]).mean())
+    ratio = differences[1] / differences[0]
+    print(f"mean abs difference over the shared pixels: {differences[0]:.2f} fused, {differences[1]:.2f} "
+          f"disjoint: {ratio:.1f}x")
+    assert ratio > 3
+
+
+def test_progress_every_step_then_one_image_per_view(client):
+    body = texture_job(*(correspondence(0, COLUMNS) for _ in range(3)), steps=6, scheduler="euler")
+    job_id = submit_texture(client, body)
+    events = read_events(client, job_id)
+    assert [data for name, data in events if name == "progress"] == [{"step": step, "total": 6} for step in range(1, 7)]
+    status = events[-1][1]
+    assert status["state"] == "done", status["error"]
+    assert status["images"] == [f"/v1/jobs/{job_id}/images/{index}.png" for index in range(3)]
+    assert status["parameters"]["texture"] == {"views": 3, "texture_size": 32, "exponent_start": 1.0, "exponent_end": 6.0}
+    assert status["parameters"]["seeds"] == [5, 5, 5]
+    assert [fetch_image(client, path).size for path in status["images"]] == [(WIDTH, HEIGHT)] * 3
+
+
+def test_a_running_texture_job_is_cancelled(client):
+    long = texture_job(*(correspondence(0, COLUMNS) for _ in range(2)), steps=150, width=512, height=512)
+    for view in long["views"]:
+        view["correspondence"] = correspondence(0, 64, rows=64, columns=64)
+        view["controls"][0]["image"] = png_base64(512, 512)
+    job_id = submit_texture(client, long)
+    wait_running(client, job_id)
+    assert client.delete(f"/v1/jobs/{job_id}").status_code in (202, 409)
+    status = wait_finished(client, job_id)
+    assert status["state"] == "cancelled"
+    assert status["progress"]["step"] < 150 and status["images"] == []
+
+
+def test_bad_views_are_422s_naming_their_field(client):
+    good = correspondence(0, COLUMNS)
+    wrong_size = texture_job(good, correspondence(0, COLUMNS, columns=COLUMNS - 1))
+    assert "shape (8, 16, 3): 1536 bytes" in field_error(client.post("/v1/texture-jobs", json=wrong_size), "views[1].correspondence")
+    outside = texture_job(correspondence(0, COLUMNS - 2))  # u reaches past 1
+    assert "u or v outside [0, 1]" in field_error(client.post("/v1/texture-jobs", json=outside), "views[0].correspondence")
+    cosine = texture_job(correspondence(0, COLUMNS, cosine=1.5))
+    assert "c (cosine) outside [0, 1]" in field_error(client.post("/v1/texture-jobs", json=cosine), "views[0].correspondence")
+    most = client.get("/v1/limits").json()["views"]["max"]
+    assert "at most 16 items" in field_error(client.post("/v1/texture-jobs", json=texture_job(*[good] * (most + 1))), "views")
+    other_controls = texture_job(good, good)
+    other_controls["views"][1]["controls"][0]["weight"] = 0.5
+    assert "same controls" in field_error(client.post("/v1/texture-jobs", json=other_controls), "views[1].controls")
+    unknown = texture_job(good)
+    unknown["views"][0]["controls"][0]["type"] = "smell"
+    assert "no ControlNet for 'smell'" in field_error(client.post("/v1/texture-jobs", json=unknown), "views[0].controls[0].type")
+
+
+def test_an_ordinary_job_is_unchanged_by_a_texture_job_before_it(client):
+    ordinary = {"prompt": "a crate", "seed": 11, "steps": 4, "width": 64, "height": 64, "scheduler": "unipc",
+                "controls": [{"type": "depth", "image": png_base64(64, 64, (90, 90, 90))}]}
+    before = fetch_image(client, run_job(client, **ordinary)["images"][0]).tobytes()
+    wait_finished(client, submit_texture(client, texture_job(correspondence(0, COLUMNS), scheduler="unipc")))
+    assert fetch_image(client, run_job(client, **ordinary)["images"][0]).tobytes() == before
