@@ -135,9 +135,9 @@ class ServerClient:
         """The bounds the server enforces on a job (GET /v1/limits)."""
         return self._json("GET", "/v1/limits", required=("max_pixels", "controls", "loras"))
 
-    def submit(self, job_request):
-        """Queue a job; returns its id."""
-        return self._json("POST", "/v1/jobs", job_request, required=("id",))["id"]
+    def submit(self, job_request, route="/v1/jobs"):
+        """Queue a job (at /v1/texture-jobs: a synchronized texture job); returns its id."""
+        return self._json("POST", route, job_request, required=("id",))["id"]
 
     def job(self, job_id):
         return self._json("GET", f"/v1/jobs/{job_id}", required=("state", "progress", "images"))

@@ -60,11 +60,12 @@ PANEL_RETRY = "press Generate"  # how the user runs a job again, for the message
 
 class GenerationJob:
     def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25,
-                 reconnect_grace=None, seed_in_name=True, how_to_retry=PANEL_RETRY):
+                 reconnect_grace=None, seed_in_name=True, how_to_retry=PANEL_RETRY, route="/v1/jobs"):
         self._reconnect_grace = RECONNECT_GRACE_SECONDS if reconnect_grace is None else reconnect_grace
         self._how_to_retry = how_to_retry
         self._client = client
         self._request = job_request
+        self._route = route
         self._output_dir = output_dir
         self._file_stem = file_stem
         self._seed_in_name = seed_in_name  # files are named <file_stem>_<seed>, else <file_stem>
@@ -112,7 +113,7 @@ class GenerationJob:
         says, until it takes the job. None when cancelled meanwhile."""
         while True:
             try:
-                return self._client.submit(self._request)
+                return self._client.submit(self._request, self._route)
             except ServerError as error:
                 if error.status != 429:
                     raise

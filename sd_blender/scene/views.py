@@ -115,13 +115,13 @@ def user_cameras(names):
     return cameras
 
 
-def next_best_camera(make, scene, objects, targets, best_cosines, width, height, index):
+def next_best_camera(make, objects, targets, best_cosines, width, height, index):
     """The candidate view that sees the most surface area not yet seen well (best_cosines: per
     target, each texel's best cosine so far); None when no candidate would add any."""
     centre, radius = bounding_sphere(objects)
     best_score, best_direction = 0.0, None
     for direction in _candidate_directions():
-        score = _unseen_area_gained(scene, centre, direction, radius, targets, best_cosines)
+        score = _unseen_area_gained(centre, direction, radius, targets, best_cosines)
         if score > best_score:
             best_score, best_direction = score, direction
     if best_direction is None:
@@ -137,7 +137,7 @@ def _candidate_directions():
     return directions + [(0.0, 0.0, 1.0), (0.0, 0.0, -1.0)]
 
 
-def _unseen_area_gained(scene, centre, direction, radius, targets, best_cosines):
+def _unseen_area_gained(centre, direction, radius, targets, best_cosines):
     """Surface area this view would see better than so far (weighted by how much better), on a
     small depth map of the targets themselves (other objects are not rendered for scoring)."""
     camera = _scoring_camera(centre, direction, radius)

@@ -195,7 +195,8 @@ def run(argv):
     """Entry point of both command lines; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake}
+        commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake,
+                    "texture": cli_texture.run_texture}
         return commands[args.command](args)
     except (PassError, TexturingError, ValueError, OSError) as error:
         print(f"sd_blender: error: {error}", file=sys.stderr)

@@ -4,15 +4,25 @@
     sd_blender bake SCENE.blend --objects A[,B] --cameras C1,C2,... --images P1.png,P2.png,... --out TEXTURE.png
 """
 import os
+import secrets
 import time
 
 import bpy
+import numpy as np
 
+from ..core.client import DEFAULT_SERVER_URL, ServerClient
+from ..core.job import GenerationJob
+from ..scene import texture_generation
+from ..scene.jobs import output_directory, scene_file_stem
 from ..scene.passes import read_image
+from ..scene.request import generation_size
 from ..scene.texels import TexturingError, see, texture_targets
 from ..scene.texturing import bake, report_entries, save_texture, show_on_objects, write_report
-from ..scene.views import user_cameras
-from .cli_common import open_scene, save_blend
+from ..scene.views import STRATEGIES, next_best_camera, orbit_cameras, temporary_cameras, user_cameras
+from .cli_common import (
+    HOW_TO_RETRY, add_pass_arguments, apply_arguments, control_units, open_scene, save_blend, server_limits,
+    wait_with_progress,
+)
 
 TEXTURE_SIZES = (512, 4096)
 
@@ -40,6 +50,31 @@ def _add_common_arguments(parser):
 
 
 def add_commands(commands):
+    texture = commands.add_parser(
+        "texture", help="generate views around objects on the server and bake them into UV textures")
+    _add_common_arguments(texture)
+    texture.add_argument("--prompt")
+    texture.add_argument("--negative-prompt")
+    texture.add_argument("--views", type=int, default=8, help="how many views (orbit and active strategies)")
+    texture.add_argument("--strategy", choices=STRATEGIES, default="orbit",
+                         help="orbit: around the objects; cameras: the --cameras; active: the scene camera, "
+                         "then views that see what is still unseen")
+    texture.add_argument("--cameras", type=_names, default=[], help="camera objects for --strategy cameras")
+    texture.add_argument("--mode", choices=texture_generation.MODES, default="sequential")
+    texture.add_argument("--seed", type=int, help="one seed for every view (default: the scene's, else random)")
+    texture.add_argument("--steps", type=int)
+    texture.add_argument("--guidance-scale", type=float)
+    texture.add_argument("--scheduler")
+    texture.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                         help="each view's size (default: the scene's generation size)")
+    texture.add_argument("--controls", type=control_units,
+                         help="KIND[:WEIGHT[:START[:END]]],... replaces the scene's control units (e.g. depth,normal)")
+    add_pass_arguments(texture)
+    texture.add_argument("--out", help="output folder (default: 'sd_blender' next to the .blend)")
+    texture.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
+    texture.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
+    texture.set_defaults(num_images=None, guess_mode=None, img2img=None)
+
     bake_command = commands.add_parser(
         "bake", help="project images from cameras onto objects and bake them into one UV texture")
     _add_common_arguments(bake_command)
@@ -93,3 +128,85 @@ def _print_summary(baked):
     measured = [value for value in baked.agreement if value is not None]
     agreement = f", view agreement {sum(measured) / len(measured):.2f}/255" if measured else ""
     print(f"{', '.join(baked.target.names)}: coverage {baked.coverage:.1%} in UV map '{baked.target.uv_name}'{agreement}")
+
+
+def _texture_cameras(make, scene, args, objects, targets, width, height):
+    """The views' cameras as --strategy says."""
+    if args.strategy == "cameras":
+        return user_cameras(args.cameras)
+    if args.views < 1:
+        raise TexturingError(f"--views must be at least 1, got {args.views}")
+    if args.strategy == "orbit":
+        return orbit_cameras(make, objects, args.views, width, height)
+    if scene.camera is None:
+        raise TexturingError("--strategy active starts from the scene camera: the scene has none")
+    cameras = [scene.camera]
+    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    while len(cameras) < args.views:
+        _add_seen(best, see(scene, cameras[-1], targets, width, height))
+        camera = next_best_camera(make, objects, targets, best, width, height, len(cameras) + 1)
+        if camera is None:
+            break
+        cameras.append(camera)
+    return cameras
+
+
+def _add_seen(best, view):
+    for target_best, samples in zip(best, view.samples):
+        np.maximum(target_best, np.where(samples.visible, samples.cosines * samples.feather, 0.0), out=target_best)
+
+
+def _fix_seed(settings):
+    """Every view gets one seed: the scene's, or a random one chosen now."""
+    if settings.use_random_seed:
+        settings.use_random_seed, settings.seed = False, secrets.randbelow(2**31)
+
+
+def run_texture(args):
+    started = time.monotonic()
+    scene = open_scene(args)
+    apply_arguments(scene, args)
+    settings = scene.sd_blender
+    settings.num_images, settings.use_color_init = 1, False
+    _fix_seed(settings)
+    objects = _objects(args.objects)
+    client = ServerClient(args.server, args.token)
+    limits = server_limits(client)
+    out = os.path.abspath(args.out) if args.out else output_directory()
+    os.makedirs(out, exist_ok=True)
+    stem = scene_file_stem(scene)
+    width, height = generation_size(scene)
+    targets = texture_targets(scene, objects, args.uv, args.texture_size, shared=False)
+    jobs = texture_generation.ViewJobs(
+        start=lambda body, job_stem, route: GenerationJob(
+            client, body, out, job_stem, seed_in_name=False, how_to_retry=HOW_TO_RETRY, route=route).start(),
+        wait=wait_with_progress, out=out,
+    )
+    with temporary_cameras(scene) as make:
+        cameras = _texture_cameras(make, scene, args, objects, targets, width, height)
+        print(f"{len(cameras)} views ({args.strategy}), mode {args.mode}, seed {settings.seed}", flush=True)
+        views = [see(scene, camera, targets, width, height) for camera in cameras]
+        images = _generate(args.mode, scene, cameras, views, targets, limits, jobs, stem)
+        all_baked = bake(targets, views, images)
+        entries = {}
+        for baked in all_baked:
+            path = os.path.join(out, f"{stem}_{baked.target.names[0]}_texture.png")
+            print(save_texture(baked, path))
+            show_on_objects(baked, path)
+            entries.update(report_entries(baked, path))
+            _print_summary(baked)
+        camera_names = [camera.name for camera in cameras]
+    seconds = {"blender": round(time.monotonic() - started - jobs.server_seconds, 3),
+               "server": round(jobs.server_seconds, 3)}
+    print(write_report(os.path.join(out, f"{stem}_texture_report.json"), entries, views=camera_names,
+                       mode=args.mode, strategy=args.strategy, seed=settings.seed, masks=jobs.masks, seconds=seconds))
+    return save_blend(args)
+
+
+def _generate(mode, scene, cameras, views, targets, limits, jobs, stem):
+    if mode == "independent":
+        return texture_generation.generate_independent(scene, cameras, limits, jobs, stem)
+    if mode == "synchronized":
+        return texture_generation.generate_synchronized(scene, cameras, targets, limits, jobs, stem)
+    return texture_generation.generate_sequential(
+        scene, cameras, views, targets, limits, jobs, stem, lambda seen, images: bake(targets, seen, images))

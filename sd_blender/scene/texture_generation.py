@@ -1,0 +1,164 @@
+"""Generating the views of a whole-object texture on the server (docs/texturing.md), in one of
+three modes:
+
+- independent: each view generated alone from its own passes, then fused (the baseline);
+- sequential: the first view generated freely; each next one inpainted: the current texture
+  rendered into it is the init image, its masks (core.sequential) say what to generate
+  (nothing seen yet, at full strength) and what to refine (seen much worse, at low strength);
+- synchronized: every view denoised together in one server job (POST /v1/texture-jobs) that
+  fuses their predicted clean latents in texture space at every step, from each view's
+  correspondence of latent pixels to texels (fusion.ViewMap.correspondence).
+"""
+import base64
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import fusion, sequential
+from ..core.job import DONE
+from ..core.png import encode_png, write_png
+from .apply import as_scene_camera
+from .passes import read_image
+from .request import prepare_request
+from .texels import TexturingError, see
+
+MODES = ("sequential", "synchronized", "independent")
+REFINE_STRENGTH = 0.4  # how much of a refine region is repainted
+GREY_INIT = 0.5  # the init image's colour where no texture is there yet
+LATENT_SCALE = 8  # the VAE's downsampling: the correspondence is sent at latent size
+
+
+@dataclass
+class ViewJobs:
+    """What runs the views' jobs: start(body, stem, route) → a started core.job.GenerationJob,
+    and wait(job) → its final snapshot (printing progress as it likes)."""
+
+    start: object
+    wait: object
+    out: str
+    server_seconds: float = 0.0
+    masks: list = field(default_factory=list)  # the sequential masks' files, in view order
+
+    def run(self, body, stem, route="/v1/jobs"):
+        """Run one job; the paths of its images. Raises TexturingError when it does not end done."""
+        started = time.monotonic()
+        snapshot = self.wait(self.start(body, stem, route))
+        self.server_seconds += time.monotonic() - started
+        if snapshot.state != DONE:
+            raise TexturingError(f"{stem}: {snapshot.message}")
+        return list(snapshot.result_paths)
+
+
+def view_request(scene, camera, limits):
+    """The scene's job body with its passes rendered from `camera`, one image."""
+    with as_scene_camera(scene, camera):
+        body = prepare_request(scene, limits)
+    body["num_images"] = 1
+    return body
+
+
+def _read(path):
+    return read_image(path)[:, :, :3]
+
+
+def generate_independent(scene, cameras, limits, jobs, stem):
+    images = []
+    for index, camera in enumerate(cameras):
+        print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
+        images.append(_read(jobs.run(view_request(scene, camera, limits), f"{stem}_view_{index + 1:02d}")[0]))
+    return images
+
+
+def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake):
+    """`bake(views, images)` fuses the views so far into each target's texture (texturing.bake)."""
+    images = []
+    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    for index, (camera, view) in enumerate(zip(cameras, views)):
+        print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
+        body = view_request(scene, camera, limits)
+        view_stem = f"{stem}_view_{index + 1:02d}"
+        if index == 0:
+            image = _read(jobs.run(body, view_stem)[0])
+        else:
+            textures = [baked.pixels for baked in bake(views[:index], images)]
+            image = _inpainted_view(body, view, targets, textures, best, jobs, view_stem)
+        images.append(image)
+        for target_best, samples in zip(best, view.samples):
+            np.maximum(target_best, np.where(samples.visible, samples.cosines, 0.0), out=target_best)
+    return images
+
+
+def _inpainted_view(body, view, targets, textures, best, jobs, view_stem):
+    """Repaint what is new in this view over the current texture rendered into it."""
+    current, visible, cosines, best_here = _current_view(view, targets, textures, best)
+    masks = sequential.view_masks(visible, cosines, best_here)
+    mask_path = os.path.join(jobs.out, view_stem.replace("_view_", "_mask_") + ".png")
+    write_png(mask_path, masks.image())
+    jobs.masks.append(mask_path)
+    image = current
+    refine_strength = max(REFINE_STRENGTH, 1.0 / body["steps"])  # at least one denoising step runs
+    for mask, strength, part in ((masks.generate, 1.0, "generate"), (masks.refine, refine_strength, "refine")):
+        if mask.any():
+            inpaint = dict(body, init_image=_png_base64(image), mask_image=_png_base64(mask * 1.0), strength=strength)
+            image = _read(jobs.run(inpaint, f"{view_stem}_{part}")[0])
+    return sequential.composite(current, image, masks.blend)
+
+
+def _current_view(view, targets, textures, best):
+    """What the view shows of the texture so far (grey where no target is seen), where it sees a
+    target, the cosine there, and the best cosine earlier views saw that spot at."""
+    height, width = view.maps[0].visible.shape
+    current = np.full((height, width, 3), GREY_INIT, np.float32)
+    visible = np.zeros((height, width), bool)
+    cosines = np.zeros((height, width), np.float32)
+    best_here = np.zeros((height, width), np.float32)
+    for target, texture, target_best, view_map in zip(targets, textures, best, view.maps):
+        here = view_map.visible
+        current[here] = fusion.render_into_view(texture, view_map)[here]
+        best_texture = target.surface.image(target_best)[..., None]
+        best_here[here] = fusion.render_into_view(best_texture, view_map)[here, 0]
+        cosines[here] = view_map.cosines[here]
+        visible |= here
+    return current, visible, cosines, best_here
+
+
+def _png_base64(pixels):
+    """0–1 floats (H, W[, 3]) → base64 PNG."""
+    return base64.b64encode(encode_png(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))).decode("ascii")
+
+
+def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
+    """All views in one server job; returns their images, in order."""
+    bodies = [view_request(scene, camera, limits) for camera in cameras]
+    width, height = bodies[0]["width"], bodies[0]["height"]
+    grid = math.ceil(math.sqrt(len(targets)))
+    correspondences = [
+        _atlas_correspondence(see(scene, camera, targets, width // LATENT_SCALE, height // LATENT_SCALE).maps, grid)
+        for camera in cameras
+    ]
+    body = {key: value for key, value in bodies[0].items() if key not in ("controls", "num_images", "guess_mode")}
+    body.pop("init_image", None), body.pop("strength", None)
+    body["texture_size"] = min(max(width, height) // LATENT_SCALE * 2 * grid, 1024)
+    body["views"] = [
+        {"controls": view_body["controls"], "correspondence": base64.b64encode(table.tobytes()).decode("ascii")}
+        for view_body, table in zip(bodies, correspondences)
+    ]
+    print(f"{len(cameras)} views in one synchronized job", flush=True)
+    return [_read(path) for path in jobs.run(body, f"{stem}_view", route="/v1/texture-jobs")]
+
+
+def _atlas_correspondence(maps, grid):
+    """One correspondence table for several targets: target t's UVs moved into cell t of a
+    grid × grid atlas (the server fuses in one latent texture)."""
+    table = np.zeros(maps[0].visible.shape + (3,), np.float32)
+    for index, view_map in enumerate(maps):
+        cell = view_map.correspondence()
+        here = cell[..., 2] > 0
+        column, row = index % grid, index // grid
+        table[here, 0] = (cell[here, 0] + column) / grid
+        table[here, 1] = (cell[here, 1] + row) / grid
+        table[here, 2] = cell[here, 2]
+    return table.astype("<f4")
