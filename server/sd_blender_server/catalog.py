@@ -195,6 +195,10 @@ class Catalog:
             parameters["guess_mode"] = request.guess_mode
         if request.init_image is not None:
             parameters["strength"] = request.strength
+        if request.mask_image is not None:
+            parameters["mask"] = True
+        if request.tiling is not None:
+            parameters["tiling"] = request.tiling
         return parameters
 
 

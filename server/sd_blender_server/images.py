@@ -14,10 +14,31 @@ from .schedulers import SCHEDULERS
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 
 
+ACCEPTED_MASK_MODES = ("1", "L", "LA", "RGB", "RGBA")
+
+
 def decode_base64_image(value: object, max_pixels: int) -> Image.Image:
     """A base64 PNG or JPEG file (a `data:` URL prefix is allowed) as an RGB image. Its size is read
     from the file's header and checked against `max_pixels` before anything is decoded, so a small
     file that would decode to gigabytes (a decompression bomb) is refused at once."""
+    return _decoded(value, max_pixels).convert("RGB")
+
+
+def decode_base64_mask(value: object, max_pixels: int) -> Image.Image:
+    """A base64 PNG or JPEG mask as an 8-bit grayscale (L) image, checked as decode_base64_image
+    checks images. Black and white (1), grayscale (L, LA) and colour (RGB, RGBA) files are accepted
+    and converted to grayscale, alpha ignored; palette, 16-bit and CMYK files are refused."""
+    image = _decoded(value, max_pixels)
+    if image.mode not in ACCEPTED_MASK_MODES:
+        raise ValueError(
+            f"is a mode {image.mode} image; a mask must be black and white, 8-bit grayscale, RGB or RGBA "
+            "(white repaints, black keeps)"
+        )
+    return image.convert("L")
+
+
+def _decoded(value: object, max_pixels: int) -> Image.Image:
+    """A base64 PNG or JPEG file decoded in its own mode, its size checked from its header first."""
     if not isinstance(value, str):
         raise ValueError("must be a base64 string of a PNG or JPEG file")
     if value.startswith("data:") and "," in value:
@@ -34,7 +55,7 @@ def decode_base64_image(value: object, max_pixels: int) -> Image.Image:
         )
     try:
         image.load()
-        return image.convert("RGB")
+        return image
     except Exception as error:  # PIL raises many types for truncated or corrupt files
         raise ValueError(f"is not a readable PNG or JPEG file ({error})") from None
 

@@ -5,8 +5,13 @@ configurations and CLIP vocabulary the server carries (configs/)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,24 +68,54 @@ def source_of_entry(entry: Entry) -> ModelSource:
 
 
 def single_file_config(source: ModelSource, cache_dir: str | None) -> str:
-    """The diffusers configuration folder passed to from_single_file, so nothing is fetched."""
+    """The diffusers configuration folder passed to from_single_file, so nothing is fetched; for an
+    inpainting checkpoint, the family's configuration with a 9-channel UNet."""
     if not source.location.lower().endswith(".safetensors"):
         raise ModelLoadError(f"model '{source.name}' is not loaded: {registry_module.PICKLE_REASON}")
     try:
-        reason = registry_module.unsupported_reason(registry_module.read_safetensors_header(source.location))
+        header = registry_module.read_safetensors_header(source.location)
     except (OSError, ValueError):
-        reason = None  # a missing or broken file is reported by load_model
+        header = {}  # a missing or broken file is reported by load_model
+    reason = registry_module.unsupported_reason(header)
     if reason is not None:
         raise ModelLoadError(f"model '{source.name}' is not loaded: {reason}")
     if source.family == "tiny":
-        return str(tiny.ensure_tiny_model(cache_dir) / "pipeline")
-    folder = registry_module.config_folder(source.family)
+        folder = tiny.ensure_tiny_model(cache_dir) / "pipeline"
+    else:
+        folder = registry_module.config_folder(source.family)
     if folder is None:
         raise ModelLoadError(
             f"cannot load model '{source.name}': no configuration for its family ({source.family or 'unknown'}); "
             "this server carries configurations for sd15 and sdxl single files"
         )
+    channels = registry_module.unet_in_channels(header)
+    if channels == registry_module.INPAINTING_UNET_CHANNELS:
+        return str(_config_with_unet_channels(folder, channels, cache_dir))
     return str(folder)
+
+
+def _config_with_unet_channels(folder: Path, channels: int, cache_dir: str | None) -> Path:
+    """A copy of a configuration folder (weights left out) whose UNet takes `channels` input
+    channels, made once in the cache folder."""
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    target = Path(cache_dir or tiny.default_cache_dir()) / "configs" / f"{folder.name}-{key}-unet{channels}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Made beside the target and renamed, as the tiny model is: readers never see half a folder.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        shutil.copytree(folder, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
+        unet_config = staging / "unet" / "config.json"
+        config = json.loads(unet_config.read_text(encoding="utf-8"))
+        unet_config.write_text(json.dumps({**config, "in_channels": channels}, indent=2), encoding="utf-8")
+        os.rename(staging, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def carried_tokenizers(family: str | None) -> dict:

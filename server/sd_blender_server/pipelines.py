@@ -6,79 +6,141 @@ import diffusers
 from diffusers import (
     ControlNetUnionModel,
     StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLControlNetUnionImg2ImgPipeline,
+    StableDiffusionXLControlNetUnionInpaintPipeline,
     StableDiffusionXLControlNetUnionPipeline,
     StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
 from PIL import Image
 
 from .catalog import UNION_CONTROL_MODES
 from .errors import RequestRefused
+from .registry import INPAINTING_UNET_CHANNELS
 from .request import GenerationRequest
 from .schedulers import SCHEDULERS
 
-_UNION_PIPELINES = (StableDiffusionXLControlNetUnionPipeline, StableDiffusionXLControlNetUnionImg2ImgPipeline)
+# family: {kind of job: (pipeline without ControlNets, pipeline with ControlNets)}
 _PIPELINES = {
-    # family: (txt2img, img2img, controlnet, controlnet img2img)
-    "sdxl": (
-        StableDiffusionXLPipeline,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLControlNetPipeline,
-        StableDiffusionXLControlNetImg2ImgPipeline,
-    ),
-    "sd15": (
-        StableDiffusionPipeline,
-        StableDiffusionImg2ImgPipeline,
-        StableDiffusionControlNetPipeline,
-        StableDiffusionControlNetImg2ImgPipeline,
-    ),
+    "sdxl": {
+        "txt2img": (StableDiffusionXLPipeline, StableDiffusionXLControlNetPipeline),
+        "img2img": (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLControlNetImg2ImgPipeline),
+        "inpaint": (StableDiffusionXLInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline),
+    },
+    "sd15": {
+        "txt2img": (StableDiffusionPipeline, StableDiffusionControlNetPipeline),
+        "img2img": (StableDiffusionImg2ImgPipeline, StableDiffusionControlNetImg2ImgPipeline),
+        "inpaint": (StableDiffusionInpaintPipeline, StableDiffusionControlNetInpaintPipeline),
+    },
+}
+_UNION_PIPELINES = {
+    "txt2img": StableDiffusionXLControlNetUnionPipeline,
+    "img2img": StableDiffusionXLControlNetUnionImg2ImgPipeline,
+    "inpaint": StableDiffusionXLControlNetUnionInpaintPipeline,
 }
 
 
 def txt2img_class(family: str | None):
     """The pipeline class a base model of this family loads as."""
-    return _pipelines_for(family)[0]
+    return _pipelines_for(family)["txt2img"][0]
 
 
-def _pipelines_for(family: str | None) -> tuple:
+def _pipelines_for(family: str | None) -> dict:
     return _PIPELINES["sdxl" if family == "sdxl" else "sd15"]
 
 
-def build_pipeline(components: dict, scheduler_config, family: str | None, controlnets: list, img2img: bool, scheduler: str):
+def build_pipeline(
+    components: dict,
+    scheduler_config,
+    family: str | None,
+    controlnets: list,
+    img2img: bool,
+    scheduler: str,
+    inpaint: bool = False,
+):
     """A pipeline around the shared, already loaded components (one Union ControlNet runs every
-    control of its job)."""
+    control of its job): txt2img, img2img, or inpainting (`inpaint`, which takes an image too)."""
     chosen = SCHEDULERS[scheduler]
     scheduler_class = getattr(diffusers, chosen.diffusers_class)
     components = {**components, "scheduler": scheduler_class.from_config(scheduler_config, **chosen.options)}
-    txt2img, img2img_class, control_class, control_img2img_class = _pipelines_for(family)
-    if txt2img is StableDiffusionPipeline:
+    kind = "inpaint" if inpaint else "img2img" if img2img else "txt2img"
+    plain_class, control_class = _pipelines_for(family)[kind]
+    if txt2img_class(family) is StableDiffusionPipeline:
         components["requires_safety_checker"] = False
     if controlnets:
         if is_union(controlnets):
-            control_class, control_img2img_class = _UNION_PIPELINES
+            control_class = _union_pipeline(kind, components["unet"])
             controlnets = controlnets[:1]
-        pipeline_class = control_img2img_class if img2img else control_class
+        pipeline_class = control_class
         components["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
     else:
-        pipeline_class = img2img_class if img2img else txt2img
+        pipeline_class = plain_class
     pipeline = pipeline_class(**components)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def is_inpainting_unet(unet) -> bool:
+    """Whether a UNet is an inpainting checkpoint's (it runs only in inpainting pipelines)."""
+    return unet.config.in_channels == INPAINTING_UNET_CHANNELS
+
+
+def _union_pipeline(kind: str, unet):
+    if kind == "inpaint" and is_inpainting_unet(unet):
+        raise RequestRefused(
+            "a ControlNet Union model cannot inpaint with an inpainting checkpoint (9-channel UNet): "
+            "use a regular checkpoint of the same family, or other ControlNets"
+        )
+    return _UNION_PIPELINES[kind]
 
 
 def is_union(controlnets: list) -> bool:
     return isinstance(controlnets[0], ControlNetUnionModel)
 
 
-def control_arguments(request: GenerationRequest, controlnets: list, img2img: bool) -> dict:
+def image_arguments(request: GenerationRequest, inpaint: bool) -> dict:
+    """The pipeline arguments of a job's image: its size (txt2img), init image and strength
+    (img2img), and mask (inpainting). An inpainting checkpoint runs every job as inpainting: without
+    a mask it repaints everything (a white mask), and without an init image it starts from pure
+    noise (strength 1) around an empty masked image, as A1111 runs such models."""
+    size = {"width": request.width, "height": request.height}
+    if not inpaint:
+        if request.init_image is None:
+            return size
+        return {"image": fit(request.init_image, **size), "strength": request.strength}
+    image = Image.new("RGB", (request.width, request.height)) if request.init_image is None else request.init_image
+    mask = Image.new("L", (request.width, request.height), 255) if request.mask_image is None else request.mask_image
+    return {
+        **size,  # inpainting pipelines default to the UNet's sample size, not the image's
+        "image": fit(image, **size),
+        "mask_image": fit(mask, **size),
+        "strength": 1.0 if request.init_image is None else request.strength,
+    }
+
+
+def keep_unmasked(images: list[Image.Image], request: GenerationRequest) -> list[Image.Image]:
+    """The generated images with the init image's own pixels where the mask is black, blended where it
+    is gray: the VAE's round trip would blur what the mask keeps (A1111 pastes them back too)."""
+    if request.mask_image is None:
+        return images
+    size = (request.width, request.height)
+    init, mask = fit(request.init_image, *size), fit(request.mask_image, *size)
+    return [Image.composite(image, init, mask) for image in images]
+
+
+def control_arguments(request: GenerationRequest, controlnets: list, takes_image: bool) -> dict:
     """The pipeline arguments of a job's controls: images, weights, step ranges; a Union
-    ControlNet also takes each control's mode."""
+    ControlNet also takes each control's mode. In a pipeline that `takes_image` of its own
+    (img2img, inpainting) the control images are `control_image`."""
     images = [fit(control.image, request.width, request.height) for control in request.controls]
     weights = [control.weight for control in request.controls]
     arguments = {
@@ -99,13 +161,13 @@ def control_arguments(request: GenerationRequest, controlnets: list, img2img: bo
     single = len(images) == 1
     return {
         **arguments,
-        "control_image" if img2img else "image": images[0] if single else images,
+        "control_image" if takes_image else "image": images[0] if single else images,
         "controlnet_conditioning_scale": weights[0] if single else weights,
     }
 
 
 def fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Control and init images are stretched to the output size when theirs differs."""
+    """Control, init and mask images are stretched to the output size when theirs differs."""
     if image.size == (width, height):
         return image
     return image.resize((width, height), Image.Resampling.BICUBIC)

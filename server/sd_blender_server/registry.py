@@ -55,6 +55,10 @@ _CONTROL_TYPE_WORDS = (
     ("inpaint", "inpaint"),
 )
 _CONTEXT_FAMILIES = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+# A UNet's input channels this server runs: latents (4), and with the mask and the masked image's
+# latents (an inpainting checkpoint).
+INPAINTING_UNET_CHANNELS = 9
+UNET_IN_CHANNELS = (4, INPAINTING_UNET_CHANNELS)
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _MAX_DEPTH = 4
 
@@ -162,6 +166,15 @@ def classify_safetensors(header: dict) -> tuple[str | None, str | None]:
     return None, family
 
 
+def unet_in_channels(header: dict) -> int | None:
+    """The input channels of a checkpoint's UNet (4; 9 for an inpainting model) from its header;
+    None for a file without one in the original layout."""
+    conv_in = header.get("model.diffusion_model.input_blocks.0.0.weight")
+    if isinstance(conv_in, dict) and len(conv_in.get("shape", ())) == 4:
+        return conv_in["shape"][1]
+    return None
+
+
 def unsupported_reason(header: dict) -> str | None:
     """Why the model in a safetensors file cannot run on this server, from its header (None: it can).
     These formats would fail when loaded, or give wrong images; they are refused with this reason."""
@@ -177,11 +190,11 @@ def unsupported_reason(header: dict) -> str | None:
     ):
         # diffusers' reader of this layout drops SDXL's label_emb (add_embedding): it cannot load.
         return "an SDXL ControlNet in the original layout: not supported (SDXL ControlNets in the diffusers layout are)"
-    conv_in = header.get("model.diffusion_model.input_blocks.0.0.weight")
-    if isinstance(conv_in, dict) and len(conv_in.get("shape", ())) == 4 and conv_in["shape"][1] != 4:
+    channels = unet_in_channels(header)
+    if channels not in (None, *UNET_IN_CHANNELS):
         return (
-            f"a UNet with {conv_in['shape'][1]} input channels (an inpainting or instruct-pix2pix model): "
-            "not supported (this server runs 4-channel txt2img/img2img models)"
+            f"a UNet with {channels} input channels (an instruct-pix2pix model): not supported (this server runs "
+            "4-channel models and 9-channel inpainting models)"
         )
     if any(key.startswith("conditioner.embedders.0.model.") for key in keys) and not any(
         key.startswith("conditioner.embedders.1.") for key in keys

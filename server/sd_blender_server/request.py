@@ -10,6 +10,8 @@ from PIL import Image
 
 # Where a problem in a request is: field names and list indexes, e.g. ("controls", 0, "type").
 FieldPath = tuple[str | int, ...]
+# The axes along which an image may tile seamlessly (GenerationRequest.tiling).
+TILING_AXES = ("x", "y", "xy")
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,12 @@ class GenerationRequest:
     scheduler: str = "unipc"
     controls: tuple[ControlInput, ...] = ()
     init_image: Image.Image | None = None  # img2img source
+    mask_image: Image.Image | None = None  # inpainting mask of init_image, mode L: white repaints, black keeps
     strength: float = 0.75
     guess_mode: bool = False
     model: str | None = None  # a base model's catalog name; None: the default
     loras: tuple[LoraInput, ...] = ()
+    tiling: str | None = None  # one of TILING_AXES: seamless along it; None: not tiled
 
     def with_seed(self) -> GenerationRequest:
         """The request with its seed chosen: a null seed becomes a random one in [0, 2**32)."""

@@ -20,9 +20,17 @@ from PIL import Image
 from . import tiny
 from .errors import JobCancelled, ModelLoadError
 from .model_sources import ModelSource, carried_tokenizers, load_model, single_file_config
-from .pipelines import build_pipeline, control_arguments, fit, txt2img_class
+from .pipelines import (
+    build_pipeline,
+    control_arguments,
+    image_arguments,
+    is_inpainting_unet,
+    keep_unmasked,
+    txt2img_class,
+)
 from .registry import Entry
 from .request import GenerationRequest
+from .tiling import seamless
 
 log = logging.getLogger(__name__)
 # diffusers renamed torch_dtype to dtype recently; torch_dtype still works in every supported version.
@@ -178,7 +186,7 @@ class Runner:
                 on_step(step + 1, pipeline.num_timesteps)
             return tensors
 
-        img2img = request.init_image is not None
+        inpaint = request.mask_image is not None or is_inpainting_unet(self._components["unet"])
         arguments = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
@@ -188,23 +196,27 @@ class Runner:
             # CPU generators give the same noise for a seed on every device.
             "generator": [torch.Generator("cpu").manual_seed(request.seed + index) for index in range(request.num_images)],
             "callback_on_step_end": step_end,
+            **image_arguments(request, inpaint),
         }
-        if img2img:
-            arguments.update(image=fit(request.init_image, request.width, request.height), strength=request.strength)
-        else:
-            arguments.update(width=request.width, height=request.height)
         if controlnets:
-            arguments.update(control_arguments(request, controlnets, img2img))
+            arguments.update(control_arguments(request, controlnets, takes_image="image" in arguments))
         pipeline = build_pipeline(
-            self._components, self._scheduler_config, self._base.family, controlnets, img2img, request.scheduler
+            self._components,
+            self._scheduler_config,
+            self._base.family,
+            controlnets,
+            request.init_image is not None,
+            request.scheduler,
+            inpaint=inpaint,
         )
         self._apply_loras(pipeline, request, plan.loras)
         try:
-            with torch.inference_mode():
-                return pipeline(**arguments).images
+            with torch.inference_mode(), seamless([pipeline.unet, pipeline.vae, *controlnets], request.tiling):
+                images = pipeline(**arguments).images
         finally:
             if plan.loras:
                 pipeline.unload_lora_weights()
+        return keep_unmasked(images, request)
 
     def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
         """Load the job's LoRAs as adapters with their weights; unloaded after the job."""

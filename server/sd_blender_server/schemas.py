@@ -11,13 +11,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .config import CONTROL_TYPES, RequestLimits
-from .images import decode_base64_image
+from .images import decode_base64_image, decode_base64_mask
 from .jobs import JOB_STATES
-from .request import ControlInput, GenerationRequest, LoraInput
+from .request import TILING_AXES, ControlInput, GenerationRequest, LoraInput
 from .schedulers import SCHEDULER_NAMES
 
 JobState = Literal[JOB_STATES]
 SchedulerName = Literal[SCHEDULER_NAMES]
+TilingAxes = Literal[TILING_AXES]
+
+
 def _defaults_of(dataclass_type) -> dict:
     return {item.name: item.default for item in fields(dataclass_type)}
 
@@ -32,6 +35,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
+def _field_error(model: BaseModel, field: str, error_type: str, message: str) -> ValidationError:
+    """A validation error located at `field` (a ValueError raised by a model validator would name the
+    whole body)."""
+    error = InitErrorDetails(type=PydanticCustomError(error_type, message), loc=(field,), input=getattr(model, field))
+    return ValidationError.from_exception_data(type(model).__name__, [error])
+
+
 def job_request_model(limits: RequestLimits) -> type[BaseModel]:
     """The model of a POST /v1/jobs body (and of its controls and LoRAs) bounded by `limits`."""
     # Decoded while the request is validated, so a bad image is a 422 naming its field.
@@ -42,6 +52,18 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
             "type": "string",
             "contentEncoding": "base64",
             "description": f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels",
+        }),
+    ]
+    base64_mask = Annotated[
+        Image.Image,
+        BeforeValidator(partial(decode_base64_mask, max_pixels=limits.max_input_pixels)),
+        WithJsonSchema({
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": (
+                f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels: black and white, "
+                "grayscale, RGB or RGBA (read as grayscale, alpha ignored)"
+            ),
         }),
     ]
 
@@ -103,13 +125,24 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
         scheduler: SchedulerName = _DEFAULTS["scheduler"]
         controls: list[Control] = Field(default_factory=list, max_length=limits.max_controls)
         init_image: base64_image | None = Field(_DEFAULTS["init_image"], description="img2img source image")
+        mask_image: base64_mask | None = Field(
+            _DEFAULTS["mask_image"],
+            description=(
+                "inpainting mask of init_image, the same size: white is repainted, black kept (init_image's "
+                "own pixels), gray blends them; needs init_image"
+            ),
+        )
         strength: float = Field(
             _DEFAULTS["strength"], ge=limits.strength.min, le=limits.strength.max,
-            description="img2img denoising strength",
+            description="img2img and inpainting denoising strength",
         )
         guess_mode: bool = Field(
             _DEFAULTS["guess_mode"],
             description="ControlNet guess mode: the controls act without the prompt on the unconditional pass",
+        )
+        tiling: TilingAxes | None = Field(
+            _DEFAULTS["tiling"],
+            description="seamless tiling: the image wraps around left-right (x), top-bottom (y) or both; null: none",
         )
 
         @model_validator(mode="after")
@@ -125,10 +158,19 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
                 f"{self.width}x{self.height} is {pixels} pixels; this server's maximum is {limits.max_pixels} "
                 "(width x height)"
             )
-            error = InitErrorDetails(
-                type=PydanticCustomError("too_many_pixels", message), loc=(field,), input=getattr(self, field)
-            )
-            raise ValidationError.from_exception_data(type(self).__name__, [error])
+            raise _field_error(self, field, "too_many_pixels", message)
+
+        @model_validator(mode="after")
+        def _mask_fits_init_image(self) -> JobRequest:
+            if self.mask_image is None:
+                return self
+            if self.init_image is None:
+                raise _field_error(self, "mask_image", "mask_without_init_image", "needs init_image, the image it masks")
+            if self.mask_image.size != self.init_image.size:
+                mask, image = (f"{item.width}x{item.height}" for item in (self.mask_image, self.init_image))
+                message = f"is {mask} but init_image is {image}: a mask must be the size of its image"
+                raise _field_error(self, "mask_image", "mask_size", message)
+            return self
 
         @model_validator(mode="after")
         def _img2img_runs_a_step(self) -> JobRequest:

@@ -12,7 +12,8 @@ transformers classes with random weights:
 - a toy SDXL (two text encoders, text_time embedding) and an SDXL ControlNet as diffusers folders;
 - kohya-ss LoRAs (`lora_unet_*`, `lora_te_*`/`lora_te1_*`/`lora_te2_*`, with `.lora_down.weight`,
   `.lora_up.weight` and `.alpha`), in the diffusers module naming kohya uses for SD 1.x and the
-  SGM naming (`input_blocks_4_1_...`) it uses for SDXL.
+  SGM naming (`input_blocks_4_1_...`) it uses for SDXL;
+- inpainting checkpoints: an SD or SDXL folder whose UNet takes 9 input channels.
 
 diffusers reads these layouts (from_single_file, load_lora_weights) but has no writer: the key
 conversions here are the inverse of its readers, checked by loading the files back.
@@ -519,3 +520,16 @@ def server_with_configs(configs_dir: Path, folder: Path) -> Path:
     script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(launcher))} "$@"\n', encoding="utf-8")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
+
+
+# --- inpainting checkpoints -------------------------------------------------------------------------
+def inpainting_folder(pipeline_dir: Path, target: Path, seed: int = 0) -> Path:
+    """A copy of a diffusers SD or SDXL pipeline folder whose UNet is an inpainting checkpoint's:
+    9 input channels (the latents, the mask, the masked image's latents), random weights."""
+    from diffusers import UNet2DConditionModel
+
+    shutil.copytree(pipeline_dir, target)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config({**UNet2DConditionModel.load_config(pipeline_dir / "unet"), "in_channels": 9})
+    unet.save_pretrained(target / "unet", safe_serialization=True)
+    return target

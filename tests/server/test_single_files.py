@@ -276,11 +276,11 @@ UNSUPPORTED = {
         {"control_model.input_hint_block.0.weight": (16, 3, 3, 3), "control_model.label_emb.0.0.weight": (1280, 2816)},
         "an SDXL ControlNet in the original layout: not supported (SDXL ControlNets in the diffusers layout are)",
     ),
-    ("Stable-diffusion", "sd-v1-5-inpainting"): (
-        {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3),
+    ("Stable-diffusion", "instruct-pix2pix-00-22000"): (
+        {"model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3),
          "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,)},
-        "a UNet with 9 input channels (an inpainting or instruct-pix2pix model): not supported "
-        "(this server runs 4-channel txt2img/img2img models)",
+        "a UNet with 8 input channels (an instruct-pix2pix model): not supported "
+        "(this server runs 4-channel models and 9-channel inpainting models)",
     ),
     ("Stable-diffusion", "sd_xl_refiner_1.0"): (
         {"model.diffusion_model.input_blocks.0.0.weight": (384, 4, 3, 3),
@@ -305,12 +305,12 @@ def test_formats_that_cannot_run_are_refused_with_their_reason(tmp_path, tiny_ca
     for (folder, name), (_, reason) in UNSUPPORTED.items():
         assert (refused[name].reason, refused[name].refused_kind) == (reason, kinds[folder])
     # Named on the command line, the same file stops the server with the same reason.
-    inpainting = models / "Stable-diffusion" / "sd-v1-5-inpainting.safetensors"
-    engine = GenerationEngine(ServerConfig(model=str(inpainting), controlnets={}, device="cpu", cache_dir=str(tiny_cache)))
+    pix2pix = models / "Stable-diffusion" / "instruct-pix2pix-00-22000.safetensors"
+    engine = GenerationEngine(ServerConfig(model=str(pix2pix), controlnets={}, device="cpu", cache_dir=str(tiny_cache)))
     with pytest.raises(ModelLoadError) as error:
         engine.load()
-    reason = UNSUPPORTED["Stable-diffusion", "sd-v1-5-inpainting"][1]
-    assert str(error.value) == f"model '{inpainting}' is not loaded: {reason}"
+    reason = UNSUPPORTED["Stable-diffusion", "instruct-pix2pix-00-22000"][1]
+    assert str(error.value) == f"model '{pix2pix}' is not loaded: {reason}"
 
 
 def _meta(model_class, config):

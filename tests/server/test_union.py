@@ -1,16 +1,19 @@
 """The SDXL ControlNet Union model: one ControlNet serving several control types, each by its
 control mode, built here as a toy (random weights, real diffusers classes) for a toy SDXL."""
+import base64
+import io
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from live_server import running_server
 from safetensors.torch import save_file
 from sd_blender_server.registry import UNION_FILE_REASON
 from sd_blender_server.tiny import ensure_tiny_model
-from model_builders import toy_sdxl_folders
+from model_builders import inpainting_folder, toy_sdxl_folders
 from server_helpers import field_error, fetch_image, png_base64, run_job, submit, wait_finished
 
 
@@ -36,7 +39,9 @@ def _toy_union(unet_folder: Path, out: Path, num_control_type: int) -> None:
 def union_models(tiny_cache, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("union")
     toy_sdxl_folders(ensure_tiny_model(tiny_cache), root / "models")
-    unet = root / "models" / "checkpoints" / "toy-xl" / "unet"
+    checkpoints = root / "models" / "checkpoints"
+    inpainting_folder(checkpoints / "toy-xl", checkpoints / "toy-xl-inpainting")
+    unet = checkpoints / "toy-xl" / "unet"
     _toy_union(unet, root / "models" / "controlnet" / "toy_union_promax", num_control_type=8)
     _toy_union(unet, root / "served_union", num_control_type=6)
     return root
@@ -54,11 +59,6 @@ JOB = {"model": "toy-xl", "width": 64, "height": 64, "steps": 2, "seed": 11}
 
 
 def _gradient(width=64, height=64) -> str:
-    import base64
-    import io
-
-    from PIL import Image
-
     ramp = np.tile(np.linspace(0, 255, width, dtype=np.uint8), (height, 1))
     buffer = io.BytesIO()
     Image.fromarray(np.stack([ramp, ramp[::-1], ramp.T], axis=-1)).save(buffer, format="PNG")
@@ -107,6 +107,26 @@ def test_union_weight_and_range_and_img2img(union_client):
     assert np.abs(late - full).mean() > 1.0
     init = png_base64(64, 64, (200, 40, 40))
     _pixels(union_client, controls=[{"type": "seg", "image": image}], init_image=init, strength=0.5)
+
+
+def test_union_inpainting_keeps_what_the_mask_keeps(union_client):
+    init = _gradient()
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, :32] = 255
+    mask_png = io.BytesIO()
+    Image.fromarray(mask).save(mask_png, format="PNG")
+    body = {"init_image": init, "mask_image": base64.b64encode(mask_png.getvalue()).decode(), "strength": 0.9}
+    pixels = _pixels(union_client, controls=[{"type": "depth", "image": _gradient()}], **body)
+    original = np.asarray(Image.open(io.BytesIO(base64.b64decode(init))), dtype=np.int16)
+    assert np.array_equal(pixels[:, 32:], original[:, 32:])
+    assert np.abs(pixels[:, :32] - original[:, :32]).mean() > 20
+    # diffusers' Union inpainting takes 4-channel UNets only.
+    refused = wait_finished(
+        union_client,
+        submit(union_client, **{**JOB, **body, "model": "toy-xl-inpainting", "controls": [{"type": "depth", "image": init}]}),
+    )
+    assert refused["state"] == "failed"
+    assert "a ControlNet Union model cannot inpaint with an inpainting checkpoint" in refused["error"]
 
 
 def test_a_union_model_named_from_the_models_folder_runs_tile(union_client):
