@@ -190,7 +190,7 @@ def denoise(
         raise RequestRefused("synchronized texture jobs need a regular checkpoint, not an inpainting one")
     device, dtype = pipeline.unet.device, pipeline.unet.dtype
     guided = settings.guidance_scale > 1
-    embeddings = _prompt_embeddings(pipeline, request, guided)
+    conditioning = _prompt_conditioning(pipeline, request, guided)
     conditions = _control_conditions(pipeline, request, guided)
     correspondence = torch.from_numpy(np.stack([view.correspondence for view in request.views]))
     texel_map = TexelMap.from_correspondence(correspondence, request.texture_size)
@@ -204,7 +204,7 @@ def denoise(
     for index, timestep in enumerate(timesteps):
         if should_cancel and should_cancel():
             raise JobCancelled()
-        noise = _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, embeddings, index)
+        noise = _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index)
         signal, spread = scales(index, timestep)
         clean = synchronize((latents - spread * noise) / signal, texel_map, exponent_at(request, index, len(timesteps)))
         latents = scheduler.step((latents - signal * clean) / spread, timestep, latents, **step_options).prev_sample
@@ -214,11 +214,31 @@ def denoise(
     return _decode(pipeline, synchronize(latents, texel_map, request.exponent_end))
 
 
-def _prompt_embeddings(pipeline, request: TextureRequest, guided: bool) -> torch.Tensor:
-    settings = request.settings
-    positive, negative = pipeline.encode_prompt(
-        settings.prompt, pipeline.unet.device, len(request.views), guided, settings.negative_prompt or None
+def _is_sdxl(pipeline) -> bool:
+    return "text_encoder_2" in pipeline.components
+
+
+def _prompt_conditioning(pipeline, request: TextureRequest, guided: bool) -> dict:
+    """The UNet's and ControlNets' prompt arguments for every view (the negative prompt's first with
+    guidance): CLIP hidden states, and for SDXL its pooled text embedding and size ids."""
+    settings, count, device = request.settings, len(request.views), pipeline.unet.device
+    encoded = pipeline.encode_prompt(
+        settings.prompt, device=device, num_images_per_prompt=count, do_classifier_free_guidance=guided,
+        negative_prompt=settings.negative_prompt or None,
     )
+    if not _is_sdxl(pipeline):
+        return {"encoder_hidden_states": _with_negative(*encoded, guided)}
+    positive, negative, pooled, negative_pooled = encoded
+    # SDXL's size conditioning: the original size, the crop's top left corner, the target size.
+    size_ids = torch.tensor([[settings.height, settings.width, 0, 0, settings.height, settings.width]], device=device)
+    text_embeds = _with_negative(pooled, negative_pooled, guided)
+    return {
+        "encoder_hidden_states": _with_negative(positive, negative, guided),
+        "added_cond_kwargs": {"text_embeds": text_embeds, "time_ids": size_ids.to(positive.dtype).repeat(len(text_embeds), 1)},
+    }
+
+
+def _with_negative(positive: torch.Tensor, negative: torch.Tensor | None, guided: bool) -> torch.Tensor:
     return torch.cat([negative, positive]) if guided else positive
 
 
@@ -233,7 +253,7 @@ def _control_conditions(pipeline, request: TextureRequest, guided: bool) -> list
     return conditions
 
 
-def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, embeddings, index) -> torch.Tensor:
+def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index) -> torch.Tensor:
     """The UNet's noise prediction for every view at step `index`, its ControlNets' residuals added,
     with guidance."""
     guidance = request.settings.guidance_scale
@@ -246,14 +266,14 @@ def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep
         if index / step_count < control.start or (index + 1) / step_count > control.end:
             continue
         control_down, control_middle = controlnet(
-            model_input, timestep, encoder_hidden_states=embeddings, controlnet_cond=condition,
-            conditioning_scale=control.weight, return_dict=False,
+            model_input, timestep, controlnet_cond=condition, conditioning_scale=control.weight, return_dict=False,
+            **conditioning,
         )
         down = control_down if down is None else [total + new for total, new in zip(down, control_down)]
         middle = control_middle if middle is None else middle + control_middle
     noise = pipeline.unet(
-        model_input, timestep, encoder_hidden_states=embeddings,
-        down_block_additional_residuals=down, mid_block_additional_residual=middle, return_dict=False,
+        model_input, timestep, down_block_additional_residuals=down, mid_block_additional_residual=middle,
+        return_dict=False, **conditioning,
     )[0]
     if guidance <= 1:
         return noise
@@ -264,8 +284,16 @@ def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep
 def _decode(pipeline, latents: torch.Tensor) -> list[Image.Image]:
     """Each view decoded by the VAE, one at a time (a full-size decode holds large activations)."""
     vae = pipeline.vae
-    images = []
-    for view in latents:
-        decoded = vae.decode(view[None].to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        images += pipeline.image_processor.postprocess(decoded, output_type="pil")
-    return images
+    # SDXL's VAE overflows in float16: its pipelines decode in float32 too.
+    upcast = _is_sdxl(pipeline) and vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        images = []
+        for view in latents:
+            decoded = vae.decode(view[None].to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+            images += pipeline.image_processor.postprocess(decoded, output_type="pil")
+        return images
+    finally:
+        if upcast:
+            vae.to(torch.float16)

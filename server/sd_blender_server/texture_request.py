@@ -52,15 +52,16 @@ class TextureRequest:
 
 def texture_problems(catalog: Catalog, request: TextureRequest) -> list[Problem]:
     """What this server cannot run in a texture job, as field paths of its body; [] when it can."""
-    problems = catalog.problems(request.view_request(0))
-    try:
-        family = catalog.base_source(request.settings.model).family
-    except ValueError:
-        family = None  # the unknown name is a problem already
-    if family == "sdxl":
-        name = request.settings.model or catalog.default_model.name
-        problems.append(Problem(("model",), f"synchronized texture jobs run on SD 1.5 models; '{name}' is SDXL"))
-    problems = [_in_view(problem, 0) for problem in problems]
+    first_view = request.view_request(0)
+    problems = [_in_view(problem, 0) for problem in catalog.problems(first_view)]
+    for index, control in enumerate(first_view.controls):
+        try:
+            union = catalog.controlnet_source(catalog.controlnet_key(control)).union
+        except ValueError:
+            continue  # an unknown name is a problem already
+        if union:
+            message = "a ControlNet Union model cannot run a texture job yet: name an SDXL ControlNet of one type"
+            problems.append(Problem(("views", 0, "controls", index, "type" if control.model is None else "model"), message))
     first = _control_setup(request.views[0])
     for index, view in enumerate(request.views[1:], start=1):
         if _control_setup(view) != first:
