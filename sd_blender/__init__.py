@@ -6,11 +6,11 @@ scene, rendering passes, applying results, saving: bpy) → `core` (pure Python 
 """
 import bpy
 
-from .ui import cli, frames, keypoint_overrides, operators, panels, preferences, properties, state
+from .ui import cli, frames, keypoint_overrides, operators, panels, preferences, properties, state, texture
 
 _CLASSES = (
     preferences.CLASSES + properties.CLASSES + keypoint_overrides.CLASSES + operators.CLASSES + frames.CLASSES
-    + panels.CLASSES
+    + texture.CLASSES + panels.CLASSES
 )
 _cli_handle = None
 

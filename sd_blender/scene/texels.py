@@ -36,9 +36,7 @@ def texture_targets(scene, objects, uv_name, size, shared):
     """One Target per object, or one for all of them when `shared` (their islands must not
     overlap each other). `uv_name`: the UV map to bake into (None: the active one if it can
     take a bake, else "SD Bake", made once)."""
-    for obj in objects:
-        _require_mesh(obj)
-    uv_names = {obj.name: _bake_uv_name(scene, obj, uv_name) for obj in objects}
+    uv_names = bake_uv_names(scene, objects, uv_name)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     meshes = {obj.name: world_mesh(obj, depsgraph, uv_names[obj.name]) for obj in objects}
     groups = [list(objects)] if shared else [[obj] for obj in objects]
@@ -53,6 +51,13 @@ def texture_targets(scene, objects, uv_name, size, shared):
         names = [obj.name for obj in group]
         targets.append(Target(names, uv_names[names[0]], mesh, fusion.texel_surface(mesh, size)))
     return targets
+
+
+def bake_uv_names(scene, objects, uv_name):
+    """{object name: the UV map it is baked into}, making "SD Bake" where it is needed."""
+    for obj in objects:
+        _require_mesh(obj)
+    return {obj.name: _bake_uv_name(scene, obj, uv_name) for obj in objects}
 
 
 def _require_mesh(obj):

@@ -52,6 +52,18 @@ class ViewJobs:
         return list(snapshot.result_paths)
 
 
+def view_path(out, stem, index):
+    """Where view `index` (from 0) of a texturing run is written, whatever the mode."""
+    return os.path.join(out, f"{stem}_view_{index + 1:02d}.png")
+
+
+def clear_views(out, stem):
+    """Remove the views and masks an earlier run left (they are this run's progress)."""
+    for name in os.listdir(out) if os.path.isdir(out) else []:
+        if name.startswith((f"{stem}_view_", f"{stem}_mask_")) and name.endswith(".png"):
+            os.remove(os.path.join(out, name))
+
+
 def view_request(scene, camera, limits):
     """The scene's job body with its passes rendered from `camera`, one image."""
     with as_scene_camera(scene, camera):
@@ -85,6 +97,7 @@ def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake
         else:
             textures = [baked.pixels for baked in bake(views[:index], images)]
             image = _inpainted_view(body, view, targets, textures, best, jobs, view_stem)
+            write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
         images.append(image)
         for target_best, samples in zip(best, view.samples):
             np.maximum(target_best, np.where(samples.visible, samples.cosines, 0.0), out=target_best)
@@ -147,7 +160,10 @@ def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
         for view_body, table in zip(bodies, correspondences)
     ]
     print(f"{len(cameras)} views in one synchronized job", flush=True)
-    return [_read(path) for path in jobs.run(body, f"{stem}_view", route="/v1/texture-jobs")]
+    paths = jobs.run(body, f"{stem}_views", route="/v1/texture-jobs")
+    for index, path in enumerate(paths):
+        os.replace(path, view_path(jobs.out, stem, index))
+    return [_read(view_path(jobs.out, stem, index)) for index in range(len(paths))]
 
 
 def _atlas_correspondence(maps, grid):

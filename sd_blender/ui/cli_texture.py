@@ -175,6 +175,7 @@ def run_texture(args):
     out = os.path.abspath(args.out) if args.out else output_directory()
     os.makedirs(out, exist_ok=True)
     stem = scene_file_stem(scene)
+    texture_generation.clear_views(out, stem)
     width, height = generation_size(scene)
     targets = texture_targets(scene, objects, args.uv, args.texture_size, shared=False)
     jobs = texture_generation.ViewJobs(

@@ -3,7 +3,7 @@ import bpy
 
 from ..scene import depth_range, pose
 from ..scene.request import family_problem, generation_size
-from . import frames, operators, state
+from . import frames, operators, state, texture
 from .keypoint_overrides import draw_keypoint_overrides
 
 
@@ -118,6 +118,39 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
                 row.operator("sd_blender.apply_result", text="Texture").target = "TEXTURE"
 
 
+class SDBLENDER_PT_texture(bpy.types.Panel):
+    """Whole-object textures: the prompt, model and control units above, views around the selection."""
+
+    bl_idname = "SDBLENDER_PT_texture"
+    bl_label = "Texture"
+    bl_parent_id = "SDBLENDER_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SD"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.sd_blender
+        column = layout.column(align=True)
+        column.prop(settings, "texture_strategy", text="")
+        if settings.texture_strategy != "CAMERAS":
+            column.prop(settings, "texture_views")
+        column.prop(settings, "texture_mode", text="")
+        column.prop(settings, "texture_size", text="")
+        column.prop(settings, "texture_uv_map", icon="UV")
+        active = state.texture_batch.active
+        if texture.texture_running():
+            snapshot = active.batch.snapshot()
+            row = layout.row(align=True)
+            row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
+            row.operator("sd_blender.cancel_texture", text="", icon="CANCEL")
+            return
+        layout.operator("sd_blender.generate_texture", icon="TEXTURE")
+        if active is not None and active.outcome:
+            layout.label(text=active.outcome)
+
+
 def _draw_unit(layout, unit):
     column = layout.column(align=True)
     row = column.row(align=True)
@@ -201,4 +234,4 @@ class SDBLENDER_PT_passes(bpy.types.Panel):
             column.prop(material, "sd_blender_seg_class", text=material.name)
 
 
-CLASSES = (SDBLENDER_UL_control_units, SDBLENDER_PT_generate, SDBLENDER_PT_passes)
+CLASSES = (SDBLENDER_UL_control_units, SDBLENDER_PT_generate, SDBLENDER_PT_texture, SDBLENDER_PT_passes)

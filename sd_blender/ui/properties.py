@@ -20,6 +20,25 @@ DEPTH_RANGE_MODES = (
 )
 
 
+TEXTURE_STRATEGIES = (
+    ("ORBIT", "Orbit", "Views all around the selection, framed to fit it"),
+    ("CAMERAS", "Cameras", "The selected cameras, as they are"),
+    ("ACTIVE", "Active + unseen", "The scene camera first, then views that see what is still unseen"),
+)
+TEXTURE_MODES = (
+    ("SEQUENTIAL", "Sequential", "View after view, each inpainting only what the views before it missed or saw badly"),
+    ("SYNCHRONIZED", "Synchronized", "All views denoised together in one job, fused in texture space at every step"),
+    ("INDEPENDENT", "Independent", "Each view generated alone, then fused (the baseline)"),
+)
+TEXTURE_SIZES = tuple((str(size), f"{size} px", f"A {size} x {size} texture") for size in (512, 1024, 2048, 4096))
+
+
+def _uv_map_names(settings, context, edit_text):
+    """The UV maps of the selected meshes."""
+    names = {layer.name for obj in context.selected_objects if obj.type == 'MESH' for layer in obj.data.uv_layers}
+    return sorted(name for name in names if edit_text.lower() in name.lower())
+
+
 def _controlnet_names(unit, context, edit_text):
     names = state.server_models.names(control_type_for_pass(unit.kind))
     return [name for name in names if edit_text.lower() in name.lower()]
@@ -141,6 +160,15 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
         description="How much of the render is repainted: 1 ignores it, small values keep it",
     )
     apply_to: bpy.props.EnumProperty(name="Apply as", items=APPLY_TARGETS, default="BACKGROUND")
+    texture_views: bpy.props.IntProperty(name="Views", min=1, max=32, default=8,
+                                         description="How many views (Orbit and Active + unseen)")
+    texture_strategy: bpy.props.EnumProperty(name="Views", items=TEXTURE_STRATEGIES, default="ORBIT")
+    texture_mode: bpy.props.EnumProperty(name="Mode", items=TEXTURE_MODES, default="SEQUENTIAL")
+    texture_size: bpy.props.EnumProperty(name="Texture size", items=TEXTURE_SIZES, default="2048")
+    texture_uv_map: bpy.props.StringProperty(
+        name="UV map", search=_uv_map_names,
+        description="The UV map to bake into; empty: the active one when its islands are apart, else a new 'SD Bake'",
+    )
 
 
 def _segmentation_classes(owner, context, edit_text):

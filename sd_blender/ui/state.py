@@ -9,7 +9,8 @@ from .watched import Watched
 server_models = ModelList()  # the server's models, for the search lists of the model, LoRA and ControlNet fields
 generation = Watched(interval=0.2)  # Generate: an operators.ActiveGeneration
 frame_batch = Watched(interval=0.5)  # Generate Frames: a frames.ActiveFrames
-_WATCHED = (generation, frame_batch)
+texture_batch = Watched(interval=0.5)  # Generate Texture: a texture.ActiveTexture
+_WATCHED = (generation, frame_batch, texture_batch)
 
 
 def reset():
