@@ -229,7 +229,9 @@ def texture_request(body: "BaseModel") -> TextureRequest:
     )
     return TextureRequest(
         settings=settings,
-        views=tuple(TextureView(_control_inputs(view.controls), view.correspondence) for view in body.views),
+        views=tuple(
+            TextureView(_control_inputs(view.controls), view.correspondence, tuple(view.neighbours)) for view in body.views
+        ),
         texture_size=body.texture_size,
         exponent_start=body.exponent_start,
         exponent_end=body.exponent_end,

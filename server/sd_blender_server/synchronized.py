@@ -9,6 +9,7 @@ u = (column + 0.5) / size, v = 1 - (row + 0.5) / size (Blender's UVs: v = 0 at t
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from .errors import JobCancelled, RequestRefused
@@ -139,6 +141,48 @@ def initial_noise(texel_map: TexelMap, shape: tuple[int, ...], generator: torch.
     return rendered / scale[:, None]
 
 
+class NeighbourAttention(AttnProcessor2_0):
+    """Self-attention whose keys and values are the view's own tokens and its neighbour views'
+    (SyncMVD's): `sources` (batch, k) are the rows of the batch each row reads, `valid` (batch, k)
+    which of them are real (views have different numbers of neighbours)."""
+
+    def __init__(self, sources: torch.Tensor, valid: torch.Tensor):
+        super().__init__()
+        self.sources, self.valid = sources, valid
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        batch, length, channels = hidden_states.shape
+        context = hidden_states[self.sources].reshape(batch, -1, channels)
+        blocked = torch.zeros(self.valid.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+        blocked = blocked.masked_fill(~self.valid, float("-inf")).repeat_interleave(length, dim=1)
+        return super().__call__(attn, hidden_states, context, blocked[:, None], temb)
+
+
+@contextlib.contextmanager
+def neighbour_attention(unet, request: TextureRequest, guided: bool):
+    """The UNet's self-attention layers reading each view's neighbours too, while the job runs."""
+    if not any(view.neighbours for view in request.views):
+        yield
+        return
+    count = len(request.views)
+    rows = [[index, *view.neighbours] for index, view in enumerate(request.views)]
+    width = max(len(row) for row in rows)
+    sources = torch.tensor([row + [index] * (width - len(row)) for index, row in enumerate(rows)])
+    valid = torch.tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows])
+    if guided:  # the unconditional half of the batch reads its own half
+        sources, valid = torch.cat([sources, sources + count]), torch.cat([valid, valid])
+    processor = NeighbourAttention(sources.to(unet.device), valid.to(unet.device))
+    original = unet.attn_processors
+    # set_attn_processor empties the dict it is given: each call gets a copy.
+    unet.set_attn_processor({
+        name: processor if name.endswith("attn1.processor") else layer for name, layer in original.items()
+    })
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(dict(original))
+
+
 def exponent_at(request: TextureRequest, index: int, count: int) -> float:
     """The cos^p exponent of step `index` of `count`: rising linearly from start to end."""
     if count == 1:
@@ -201,15 +245,17 @@ def denoise(
     scheduler.set_timesteps(settings.steps, device=device)
     timesteps = scheduler.timesteps
     step_options = pipeline.prepare_extra_step_kwargs(generator, 0.0)
-    for index, timestep in enumerate(timesteps):
-        if should_cancel and should_cancel():
-            raise JobCancelled()
-        noise = _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index)
-        signal, spread = scales(index, timestep)
-        clean = synchronize((latents - spread * noise) / signal, texel_map, exponent_at(request, index, len(timesteps)))
-        latents = scheduler.step((latents - signal * clean) / spread, timestep, latents, **step_options).prev_sample
-        if on_step:
-            on_step(index + 1, len(timesteps))
+    with neighbour_attention(pipeline.unet, request, guided):
+        for index, timestep in enumerate(timesteps):
+            if should_cancel and should_cancel():
+                raise JobCancelled()
+            noise = _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index)
+            signal, spread = scales(index, timestep)
+            exponent = exponent_at(request, index, len(timesteps))
+            clean = synchronize((latents - spread * noise) / signal, texel_map, exponent)
+            latents = scheduler.step((latents - signal * clean) / spread, timestep, latents, **step_options).prev_sample
+            if on_step:
+                on_step(index + 1, len(timesteps))
     # Multistep schedulers end on a mix of the last predictions: fused once more, the views agree exactly.
     return _decode(pipeline, synchronize(latents, texel_map, request.exponent_end))
 

@@ -25,6 +25,9 @@ class TextureView:
     # coordinates, v = 0 at its bottom row) and c, the cosine between the surface normal and the
     # direction to the camera (0 where the view does not see the object).
     correspondence: np.ndarray
+    # The other views (indexes) this view's self-attention also reads, so views that share little
+    # texture still agree in style.
+    neighbours: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,5 +101,6 @@ def texture_parameters(catalog: Catalog, request: TextureRequest) -> dict:
             "texture_size": request.texture_size,
             "exponent_start": request.exponent_start,
             "exponent_end": request.exponent_end,
+            "neighbours": [list(view.neighbours) for view in request.views],
         },
     }

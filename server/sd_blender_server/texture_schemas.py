@@ -22,6 +22,7 @@ SHARED_FIELDS = (
     "model", "loras", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "width", "height",
 )
 _TRIPLE_BYTES = 3 * 4  # u, v, c as little-endian float32
+MAX_NEIGHBOURS = 4  # views one view's self-attention also reads
 # The request's defaults are the engine's.
 _DEFAULTS = {item.name: item.default for item in dataclasses.fields(TextureRequest)}
 
@@ -46,6 +47,15 @@ def decode_correspondence(value: object) -> np.ndarray:
         raise ValueError("has u or v outside [0, 1] (or not a number) where c > 0")
     triples[~seen, :2] = 0
     return triples
+
+
+def _errors_at(model: BaseModel, errors: list[tuple[tuple, str, str]]) -> ValidationError:
+    """A validation error for each (field path, error type, message): a ValueError raised by a model
+    validator would name the whole body."""
+    details = [
+        InitErrorDetails(type=PydanticCustomError(kind, message), loc=path, input=None) for path, kind, message in errors
+    ]
+    return ValidationError.from_exception_data(type(model).__name__, details)
 
 
 def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
@@ -76,6 +86,13 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
             description="as in POST /v1/jobs; every view has the same controls, only their images differ",
         )
         correspondence: correspondence_array
+        neighbours: list[int] = Field(
+            default_factory=list, max_length=MAX_NEIGHBOURS,
+            description=(
+                "indexes of other views this view's self-attention also reads (e.g. the views beside it), "
+                "so that views sharing little of the texture still agree in style"
+            ),
+        )
 
     settings = create_model(
         "TextureJobSettings",
@@ -101,6 +118,19 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
             return self
 
         @model_validator(mode="after")
+        def _neighbours_are_other_views(self) -> TextureJobRequest:
+            errors = []
+            for index, view in enumerate(self.views):
+                others = set(range(len(self.views))) - {index}
+                if set(view.neighbours) <= others and len(set(view.neighbours)) == len(view.neighbours):
+                    continue
+                message = f"must be distinct indexes of other views (0 to {len(self.views) - 1}, not {index})"
+                errors.append((("views", index, "neighbours"), "neighbours", message))
+            if errors:
+                raise _errors_at(self, errors)
+            return self
+
+        @model_validator(mode="after")
         def _correspondences_fit_the_views(self) -> TextureJobRequest:
             rows, columns = self.height // LATENT_FACTOR, self.width // LATENT_FACTOR
             errors = []
@@ -112,12 +142,9 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
                     f"is {len(view.correspondence) * _TRIPLE_BYTES} bytes; a {self.width}x{self.height} view needs "
                     f"float32 (u, v, c) of shape ({rows}, {columns}, 3): {rows * columns * _TRIPLE_BYTES} bytes"
                 )
-                errors.append(InitErrorDetails(
-                    type=PydanticCustomError("correspondence_size", message),
-                    loc=("views", index, "correspondence"), input="…",
-                ))
+                errors.append((("views", index, "correspondence"), "correspondence_size", message))
             if errors:
-                raise ValidationError.from_exception_data(type(self).__name__, errors)
+                raise _errors_at(self, errors)
             return self
 
     return TextureJobRequest

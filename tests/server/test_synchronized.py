@@ -4,9 +4,19 @@ every scheduler the server offers."""
 import diffusers
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
 from sd_blender_server.schedulers import SCHEDULERS
-from sd_blender_server.synchronized import TexelMap, fill_empty_texels, fuse, initial_noise, noise_scales, render, synchronize
+from sd_blender_server.synchronized import (
+    NeighbourAttention,
+    TexelMap,
+    fill_empty_texels,
+    fuse,
+    initial_noise,
+    noise_scales,
+    render,
+    synchronize,
+)
 
 
 def texel_map(*views: list[tuple[float, float, float]], size: int) -> TexelMap:
@@ -81,3 +91,19 @@ def test_each_scheduler_keeps_to_the_line_an_exact_denoiser_draws(name):
         predicted = (sample - signal * clean) / spread
         torch.testing.assert_close(predicted, noise, atol=1e-3, rtol=1e-3)
         sample = scheduler.step(predicted, timestep, sample).prev_sample
+
+
+def test_neighbour_attention_reads_the_neighbours_tokens_as_keys_and_values():
+    torch.manual_seed(0)
+    attention = Attention(query_dim=8, heads=2, dim_head=4)
+    views = torch.randn(3, 5, 8)  # (views, tokens, channels)
+    plain = attention(views)
+    alone = NeighbourAttention(torch.tensor([[0], [1], [2]]), torch.ones(3, 1, dtype=torch.bool))
+    attention.set_processor(alone)
+    torch.testing.assert_close(attention(views), plain)
+    # View 0 reads view 2 too; views 1 and 2 have no neighbour (their second source is padding).
+    attention.set_processor(NeighbourAttention(torch.tensor([[0, 2], [1, 1], [2, 2]]), torch.tensor([[1, 1], [1, 0], [1, 0]]).bool()))
+    read = attention(views)
+    attention.set_processor(diffusers.models.attention_processor.AttnProcessor2_0())
+    torch.testing.assert_close(read[0], attention(views[:1], torch.cat([views[0], views[2]])[None])[0])
+    torch.testing.assert_close(read[1:], plain[1:])

@@ -91,9 +91,26 @@ def test_progress_every_step_then_one_image_per_view(client):
     status = events[-1][1]
     assert status["state"] == "done", status["error"]
     assert status["images"] == [f"/v1/jobs/{job_id}/images/{index}.png" for index in range(3)]
-    assert status["parameters"]["texture"] == {"views": 3, "texture_size": 32, "exponent_start": 1.0, "exponent_end": 6.0}
+    assert status["parameters"]["texture"] == {
+        "views": 3, "texture_size": 32, "exponent_start": 1.0, "exponent_end": 6.0, "neighbours": [[], [], []]
+    }
     assert status["parameters"]["seeds"] == [5, 5, 5]
     assert [fetch_image(client, path).size for path in status["images"]] == [(WIDTH, HEIGHT)] * 3
+
+
+def test_neighbour_attention_changes_the_views(client):
+    """Views seeing disjoint halves of the texture share nothing through the fusion; reading each
+    other's self-attention changes them (a little: the tiny UNet's attention, at its lowest
+    resolution only, is a few percent of its output; the same job without neighbours gives the
+    same pixels every time)."""
+    halves = [correspondence(0, 2 * COLUMNS), correspondence(COLUMNS, 2 * COLUMNS)]
+    alone = view_images(client, wait_finished(client, submit_texture(client, texture_job(*halves))))
+    body = texture_job(*halves)
+    body["views"][0]["neighbours"], body["views"][1]["neighbours"] = [1], [0]
+    status = wait_finished(client, submit_texture(client, body))
+    assert status["parameters"]["texture"]["neighbours"] == [[1], [0]]
+    together = view_images(client, status)
+    assert all(np.abs(view - alone_view).max() >= 1 for view, alone_view in zip(together, alone))
 
 
 def test_a_running_texture_job_is_cancelled(client):
@@ -122,6 +139,9 @@ def test_bad_views_are_422s_naming_their_field(client):
     other_controls = texture_job(good, good)
     other_controls["views"][1]["controls"][0]["weight"] = 0.5
     assert "same controls" in field_error(client.post("/v1/texture-jobs", json=other_controls), "views[1].controls")
+    itself = texture_job(good, good)
+    itself["views"][1]["neighbours"] = [1]
+    assert "other views (0 to 1, not 1)" in field_error(client.post("/v1/texture-jobs", json=itself), "views[1].neighbours")
     unknown = texture_job(good)
     unknown["views"][0]["controls"][0]["type"] = "smell"
     assert "no ControlNet for 'smell'" in field_error(client.post("/v1/texture-jobs", json=unknown), "views[0].controls[0].type")
@@ -131,5 +151,7 @@ def test_an_ordinary_job_is_unchanged_by_a_texture_job_before_it(client):
     ordinary = {"prompt": "a crate", "seed": 11, "steps": 4, "width": 64, "height": 64, "scheduler": "unipc",
                 "controls": [{"type": "depth", "image": png_base64(64, 64, (90, 90, 90))}]}
     before = fetch_image(client, run_job(client, **ordinary)["images"][0]).tobytes()
-    wait_finished(client, submit_texture(client, texture_job(correspondence(0, COLUMNS), scheduler="unipc")))
+    texture = texture_job(correspondence(0, COLUMNS), correspondence(0, COLUMNS), scheduler="unipc")
+    texture["views"][0]["neighbours"] = [1]
+    assert wait_finished(client, submit_texture(client, texture))["state"] == "done"
     assert fetch_image(client, run_job(client, **ordinary)["images"][0]).tobytes() == before
