@@ -40,20 +40,29 @@ class Camera:
 
     def to_view(self, points):
         """World points (N, 3) → camera space (N, 3): the camera looks down −Z."""
-        return points @ self.world_to_view[:3, :3].T + self.world_to_view[:3, 3]
+        matrix = self.world_to_view.astype(points.dtype)
+        return points @ matrix[:3, :3].T + matrix[:3, 3]
 
     def to_pixels(self, view_points):
         """Camera-space points → (N, 2) pixel coordinates (x right, y down) and (N,) distances
         along the view axis (positive in front of the camera)."""
-        clip = np.concatenate([view_points, np.ones((len(view_points), 1))], axis=1) @ self.projection.T
-        w = np.where(np.abs(clip[:, 3]) < 1e-12, 1e-12, clip[:, 3])
-        x = (clip[:, 0] / w * 0.5 + 0.5) * self.width
-        y = (0.5 - clip[:, 1] / w * 0.5) * self.height
-        return np.stack([x, y], axis=1), -view_points[:, 2]
+        projection = self.projection.astype(view_points.dtype)
+        clip = view_points @ projection[[0, 1, 3], :3].T + projection[[0, 1, 3], 3]
+        w = np.where(np.abs(clip[:, 2]) < 1e-12, 1e-12, clip[:, 2])
+        pixels = clip[:, :2] / w[:, None] * [0.5, -0.5] + 0.5
+        return pixels * [self.width, self.height], -view_points[:, 2]
+
+    def facing(self, points, normals):
+        """(N,) bool: which world points' normals face the camera."""
+        camera_to_world = np.linalg.inv(self.world_to_view)
+        if self.orthographic:
+            return normals @ camera_to_world[:3, 2].astype(normals.dtype) > 0
+        eye = camera_to_world[:3, 3].astype(points.dtype)
+        return normals @ eye - np.einsum("nc,nc->n", normals, points) > 0
 
     def cosines(self, view_points, world_normals):
         """Cosine between each normal and the direction from its point to the camera."""
-        normals = world_normals @ self.world_to_view[:3, :3].T
+        normals = world_normals @ self.world_to_view[:3, :3].T.astype(world_normals.dtype)
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         if self.orthographic:
             return normals[:, 2]
@@ -103,7 +112,7 @@ def texel_surface(mesh, size):
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     texel_counts = np.bincount(triangles, minlength=len(mesh.uvs))
     areas = _triangle_areas(mesh.positions)[triangles] / texel_counts[triangles]
-    return TexelSurface(size, texels, positions, normals, areas.astype(np.float32))
+    return TexelSurface(size, texels, positions.astype(np.float32), normals.astype(np.float32), areas.astype(np.float32))
 
 
 def _triangle_areas(corners):
@@ -131,23 +140,38 @@ def usable_for_baking(mesh, size=1024):
 
 @dataclass
 class ViewSamples:
-    """Where each texel of a surface falls in one view, and how well that view sees it. A texel's
-    colour is read from the (up to) four pixels around it that show the same surface, with
-    bilinear weights renormalised over those: an occluder's or the background's pixels next to an
-    outline never bleed into it."""
+    """The texels of a surface one view sees, and how well it sees them. Only the texels seen are
+    kept (`texels`: indices into the surface's texels, out of `size`). A texel's colour is read
+    from the (up to) four pixels around it that show the same surface, with bilinear weights
+    renormalised over those: an occluder's or the background's pixels next to an outline never
+    bleed into it."""
 
-    pixels: np.ndarray  # (N, 2) pixel coordinates
-    visible: np.ndarray  # (N,) bool: in the frame, facing the camera, some pixel around shows it
-    cosines: np.ndarray  # (N,)
-    feather: np.ndarray  # (N,) 1 inside the frame, falling to 0 at its border
-    neighbours: np.ndarray  # (N, 4) flat pixel indices
-    neighbour_weights: np.ndarray  # (N, 4) summing to 1 where visible
+    size: int
+    texels: np.ndarray  # (M,) in the frame, facing the camera, some pixel around shows it
+    cosines: np.ndarray  # (M,)
+    feather: np.ndarray  # (M,) 1 inside the frame, falling to 0 at its border
+    neighbours: np.ndarray  # (M, 4) flat pixel indices
+    neighbour_weights: np.ndarray  # (M, 4) summing to 1
+
+    @property
+    def visible(self):
+        """(size,) bool: which of the surface's texels this view sees."""
+        mask = np.zeros(self.size, bool)
+        mask[self.texels] = True
+        return mask
+
+    def full(self, values, fill=0.0):
+        """Per-seen-texel values (M,) as (size,), `fill` for the texels not seen."""
+        out = np.full(self.size, fill, np.float32)
+        out[self.texels] = values
+        return out
 
     def weights(self, exponent, discard_angle):
-        return view_weights(self.visible, self.cosines, self.feather, exponent, discard_angle)
+        """(M,): how much this view counts for each texel it sees (view_weights)."""
+        return view_weights(True, self.cosines, self.feather, exponent, discard_angle)
 
     def colours(self, image):
-        """The texels' colours in `image` (H, W, C)."""
+        """(M, C): the seen texels' colours in `image` (H, W, C)."""
         flat = image.reshape(-1, image.shape[2])
         return np.einsum("nk,nkc->nc", self.neighbour_weights, flat[self.neighbours])
 
@@ -166,24 +190,27 @@ def border_feather(x, y, width, height):
 
 
 def view_samples(surface, camera, distance):
-    """The surface's texels in a view whose render saw `distance` (H, W: distance along the view
-    axis per pixel, top row first, huge where nothing was hit)."""
-    view_points = camera.to_view(surface.positions)
+    """The surface's texels seen in a view whose render saw `distance` (H, W: distance along the
+    view axis per pixel, top row first, huge where nothing was hit)."""
+    candidates = np.flatnonzero(camera.facing(surface.positions, surface.normals))
+    view_points = camera.to_view(surface.positions[candidates])
     pixels, depth = camera.to_pixels(view_points)
-    cosines = camera.cosines(view_points, surface.normals)
     inside = (
         (depth > 0) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= camera.width)
         & (pixels[:, 1] >= 0) & (pixels[:, 1] <= camera.height)
     )
+    candidates, view_points, pixels, depth = candidates[inside], view_points[inside], pixels[inside], depth[inside]
+    cosines = camera.cosines(view_points, surface.normals[candidates])
     neighbours, bilinear = _bilinear_neighbours(pixels, camera.width, camera.height)
     seen = distance.ravel()[neighbours]
     same_surface = np.abs(seen - depth[:, None]) <= depth[:, None] * DEPTH_TOLERANCE + DEPTH_MARGIN
     weights = bilinear * same_surface
     total = weights.sum(axis=1)
-    visible = inside & (cosines > 0) & (total > 1e-6)
-    weights = np.where(visible[:, None], weights / np.maximum(total, 1e-6)[:, None], 0.0)
-    feather = border_feather(pixels[:, 0], pixels[:, 1], camera.width, camera.height)
-    return ViewSamples(pixels, visible, cosines, feather, neighbours, weights.astype(np.float32))
+    kept = (cosines > 0) & (total > 1e-6)
+    weights = (weights[kept] / total[kept, None]).astype(np.float32)
+    feather = border_feather(pixels[kept, 0], pixels[kept, 1], camera.width, camera.height)
+    return ViewSamples(len(surface.texels), candidates[kept], cosines[kept].astype(np.float32),
+                       feather.astype(np.float32), neighbours[kept].astype(np.int32), weights)
 
 
 def _bilinear_neighbours(points, width, height):
@@ -222,13 +249,15 @@ class Fused:
 
 
 def fuse(images, samples, weights):
-    """Per texel, the views' colours (images (H, W, C) floats) averaged with the given weights."""
-    total = np.zeros(len(weights[0]), np.float64)
-    colours = np.zeros((len(weights[0]), images[0].shape[2]), np.float64)
+    """Per texel, the views' colours (images (H, W, C) floats) averaged with the given weights
+    (one (M,) array per view, for the texels it sees: ViewSamples.weights)."""
+    total = np.zeros(samples[0].size, np.float64)
+    colours = np.zeros((samples[0].size, images[0].shape[2]), np.float64)
     for image, view, weight in zip(images, samples, weights):
         used = weight > 0
-        colours[used] += weight[used, None] * view.colours(image)[used]
-        total += weight
+        texels = view.texels[used]
+        colours[texels] += weight[used, None] * view.colours(image)[used]
+        total[texels] += weight[used]
     colours[total > 0] /= total[total > 0, None]
     return Fused(colours.astype(np.float32), total.astype(np.float32))
 

@@ -118,7 +118,8 @@ def _inside_small_boxes(triangles, counts, low, spans, planes, width, margin):
     columns = spans[candidates, 0]
     x = low[candidates, 0] + local % columns
     y = low[candidates, 1] + local // columns
-    weights = np.einsum("nkc,nc->nk", planes[candidates], np.stack([x + 0.5, y + 0.5, np.ones(len(x))], axis=1))
+    plane = planes.reshape(-1, 9)[candidates]  # per corner k: columns 3k, 3k + 1, 3k + 2
+    weights = plane[:, 0::3] * (x + 0.5)[:, None] + plane[:, 1::3] * (y + 0.5)[:, None] + plane[:, 2::3]
     inside = (weights >= -margin).all(axis=1)
     return (y * width + x)[inside], candidates[inside].astype(np.int32), weights[inside].astype(np.float32)
 

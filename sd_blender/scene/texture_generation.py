@@ -100,7 +100,7 @@ def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake
             write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
         images.append(image)
         for target_best, samples in zip(best, view.samples):
-            np.maximum(target_best, np.where(samples.visible, samples.cosines, 0.0), out=target_best)
+            target_best[samples.texels] = np.maximum(target_best[samples.texels], samples.cosines)
     return images
 
 

@@ -145,9 +145,9 @@ def _unseen_area_gained(centre, direction, radius, targets, best_cosines):
     gained = 0.0
     for target, best in zip(targets, best_cosines):
         samples = fusion.view_samples(target.surface, camera, distance)
-        cosines = np.where(samples.visible, samples.cosines * samples.feather, 0.0)
-        better = cosines > np.maximum(best, WELL_SEEN_COSINE * (best > 0))
-        gained += float((target.surface.areas * (cosines - best))[better].sum())
+        cosines, before = samples.cosines * samples.feather, best[samples.texels]
+        better = cosines > np.maximum(before, WELL_SEEN_COSINE * (before > 0))
+        gained += float((target.surface.areas[samples.texels] * (cosines - before))[better].sum())
     return gained
 
 

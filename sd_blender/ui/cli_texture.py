@@ -153,7 +153,8 @@ def _texture_cameras(make, scene, args, objects, targets, width, height):
 
 def _add_seen(best, view):
     for target_best, samples in zip(best, view.samples):
-        np.maximum(target_best, np.where(samples.visible, samples.cosines * samples.feather, 0.0), out=target_best)
+        seen_here = samples.cosines * samples.feather
+        target_best[samples.texels] = np.maximum(target_best[samples.texels], seen_here)
 
 
 def _fix_seed(settings):

@@ -135,10 +135,10 @@ def test_weights_follow_the_angle_and_the_discard_angle():
         camera = camera_at(3.0, angle=angle)
         samples = fusion.view_samples(surface, camera, distance_map(mesh, camera))
         middle = np.argmin(np.linalg.norm(surface.positions, axis=1))
-        assert samples.cosines[middle] == pytest.approx(math.cos(math.radians(angle)), abs=5e-3)  # the texel nearest the middle
-        weights = samples.weights(2.0, 80.0)
+        assert samples.full(samples.cosines)[middle] == pytest.approx(math.cos(math.radians(angle)), abs=5e-3)  # the texel nearest the middle
+        weights = samples.full(samples.weights(2.0, 80.0))
         assert weights[middle] == pytest.approx(math.cos(math.radians(angle)) ** 2, abs=5e-3)
-        assert (samples.weights(2.0, 45.0)[middle] == 0) == (angle > 45)
+        assert (samples.full(samples.weights(2.0, 45.0))[middle] == 0) == (angle > 45)
 
 
 def test_unseen_texels_are_filled_from_their_neighbours():
