@@ -232,7 +232,7 @@ def denoise(
     scales = noise_scales(scheduler)
     if pipeline.unet.config.in_channels != pipeline.vae.config.latent_channels:
         raise RequestRefused("synchronized texture jobs need a regular checkpoint, not an inpainting one")
-    device, dtype = pipeline.unet.device, pipeline.unet.dtype
+    device = pipeline.unet.device
     guided = settings.guidance_scale > 1
     conditioning = _prompt_conditioning(pipeline, request, guided)
     conditions = _control_conditions(pipeline, request, guided)
@@ -240,7 +240,9 @@ def denoise(
     texel_map = TexelMap.from_correspondence(correspondence, request.texture_size)
     generator = torch.Generator("cpu").manual_seed(settings.seed)  # the same noise on every device
     shape = (len(request.views), pipeline.vae.config.latent_channels, *correspondence.shape[1:3])
-    latents = (initial_noise(texel_map, shape, generator) * scheduler.init_noise_sigma).to(device, dtype)
+    # The latents stay float32 between steps (the UNet gets its own dtype): the conversions between
+    # ε and x0 divide by small numbers.
+    latents = (initial_noise(texel_map, shape, generator) * scheduler.init_noise_sigma).to(device)
     texel_map = texel_map.to(device)
     scheduler.set_timesteps(settings.steps, device=device)
     timesteps = scheduler.timesteps
@@ -304,7 +306,7 @@ def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep
     with guidance."""
     guidance = request.settings.guidance_scale
     model_input = torch.cat([latents, latents]) if guidance > 1 else latents
-    model_input = pipeline.scheduler.scale_model_input(model_input, timestep)
+    model_input = pipeline.scheduler.scale_model_input(model_input, timestep).to(pipeline.unet.dtype)
     down, middle = None, None
     step_count = len(pipeline.scheduler.timesteps)
     for controlnet, condition, control in zip(controlnets, conditions, request.views[0].controls):
@@ -320,7 +322,7 @@ def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep
     noise = pipeline.unet(
         model_input, timestep, down_block_additional_residuals=down, mid_block_additional_residual=middle,
         return_dict=False, **conditioning,
-    )[0]
+    )[0].float()
     if guidance <= 1:
         return noise
     unconditional, conditional = noise.chunk(2)
