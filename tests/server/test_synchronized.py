@@ -33,20 +33,27 @@ def test_views_are_fused_with_cosine_weights_and_rendered_back():
     # Weights c^2: 1 for A's first pixel, 0.25 split 0.125 / 0.125 for its second, 0.25 for B's first.
     texel_0 = (1 * 1 + 5 * 0.125 + 3 * 0.25) / (1 + 0.125 + 0.25)  # 19 / 11
     texture = fuse(latents, mapping, exponent=2)
-    # The bottom row got nothing: each texel there takes the mean of its filled neighbours.
-    expected = torch.tensor([[[texel_0, 5.0], [(texel_0 + 5) / 2, (texel_0 + 5) / 2]]])
+    # The bottom row got nothing: each texel there takes the value of the filled texel above it.
+    expected = torch.tensor([[[texel_0, 5.0], [texel_0, 5.0]]])
     torch.testing.assert_close(texture, expected)
     rendered = render(texture, mapping, latents)
     torch.testing.assert_close(rendered, torch.tensor([[[[texel_0, (texel_0 + 5) / 2]]], [[[texel_0, 7.0]]]]))
     torch.testing.assert_close(synchronize(latents, mapping, exponent=2), rendered)
 
 
-def test_texels_far_from_any_sample_are_filled_pass_after_pass():
-    texture = torch.zeros(1, 5, 5)
-    texture[0, 0, 0] = 3.0
-    filled = torch.zeros(5, 5, dtype=torch.bool)
-    filled[0, 0] = True
-    torch.testing.assert_close(fill_empty_texels(texture, filled), torch.full((1, 5, 5), 3.0))
+def test_empty_texels_take_the_value_of_their_nearest_filled_texel():
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        filled = torch.rand(37, 29, generator=generator) < 0.03
+        texture = torch.randn(2, 37, 29, generator=generator)
+        result = fill_empty_texels(texture, filled)
+        rows, columns = torch.nonzero(filled, as_tuple=True)
+        all_rows, all_columns = torch.meshgrid(torch.arange(37), torch.arange(29), indexing="ij")
+        distances = (all_rows[..., None] - rows) ** 2 + (all_columns[..., None] - columns) ** 2
+        nearest = distances == distances.min(-1, keepdim=True).values  # (37, 29, filled texels)
+        # One of the filled texels at the least distance (several may be as near) gave the value.
+        same_value = (result[:, :, :, None] == texture[:, rows, columns][:, None, None]).all(0)
+        assert (same_value & nearest).any(-1).all()
 
 
 def test_the_texture_size_clamps_samples_to_the_border_texels():
