@@ -56,31 +56,45 @@ class TextureRequest:
 def texture_problems(catalog: Catalog, request: TextureRequest) -> list[Problem]:
     """What this server cannot run in a texture job, as field paths of its body; [] when it can."""
     first_view = request.view_request(0)
-    problems = [_in_view(problem, 0) for problem in catalog.problems(first_view)]
-    for index, control in enumerate(first_view.controls):
+    return [
+        *(_in_first_view(problem) for problem in catalog.problems(first_view)),
+        *_union_problems(catalog, first_view.controls),
+        *_controls_unlike_the_first(request.views),
+    ]
+
+
+def _in_first_view(problem: Problem) -> Problem:
+    """A problem of an ordinary job's controls moved to the first view's controls."""
+    if problem.path[:1] != ("controls",):
+        return problem
+    return Problem(("views", 0, *problem.path), problem.message)
+
+
+def _union_problems(catalog: Catalog, controls: tuple) -> list[Problem]:
+    problems = []
+    for index, control in enumerate(controls):
         try:
             union = catalog.controlnet_source(catalog.controlnet_key(control)).union
         except ValueError:
             continue  # an unknown name is a problem already
         if union:
+            path = ("views", 0, "controls", index, "type" if control.model is None else "model")
             message = "a ControlNet Union model cannot run a texture job yet: name an SDXL ControlNet of one type"
-            problems.append(Problem(("views", 0, "controls", index, "type" if control.model is None else "model"), message))
-    first = _control_setup(request.views[0])
-    for index, view in enumerate(request.views[1:], start=1):
-        if _control_setup(view) != first:
-            message = (
-                "every view must have the same controls (type, model, weight, start, end, in the same order) "
-                "as view 0; only their images differ"
-            )
-            problems.append(Problem(("views", index, "controls"), message))
+            problems.append(Problem(path, message))
     return problems
 
 
-def _in_view(problem: Problem, index: int) -> Problem:
-    """A problem of an ordinary job's controls moved to the view's controls."""
-    if problem.path[:1] != ("controls",):
-        return problem
-    return Problem(("views", index, *problem.path), problem.message)
+def _controls_unlike_the_first(views: tuple[TextureView, ...]) -> list[Problem]:
+    message = (
+        "every view must have the same controls (type, model, weight, start, end, in the same order) as view 0; "
+        "only their images differ"
+    )
+    first = _control_setup(views[0])
+    return [
+        Problem(("views", index, "controls"), message)
+        for index, view in enumerate(views[1:], start=1)
+        if _control_setup(view) != first
+    ]
 
 
 def _control_setup(view: TextureView) -> list[tuple]:

@@ -5,10 +5,15 @@ import base64
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from live_server import running_server
 from model_builders import toy_sdxl_folders
 from server_helpers import fetch_image, field_error, png_base64, read_events, run_job, wait_finished, wait_running
 
+from sd_blender_server.catalog import Catalog
+from sd_blender_server.config import ServerConfig
+from sd_blender_server.request import ControlInput, GenerationRequest
+from sd_blender_server.texture_request import TextureRequest, TextureView, texture_problems
 from sd_blender_server.tiny import ensure_tiny_model
 
 WIDTH, HEIGHT = 128, 64
@@ -145,6 +150,15 @@ def test_bad_views_are_422s_naming_their_field(client):
     unknown = texture_job(good)
     unknown["views"][0]["controls"][0]["type"] = "smell"
     assert "no ControlNet for 'smell'" in field_error(client.post("/v1/texture-jobs", json=unknown), "views[0].controls[0].type")
+
+
+def test_a_controlnet_union_model_is_refused_for_texture_jobs(tiny_cache):
+    union = "xinsir/controlnet-union-sdxl-1.0"  # named, never downloaded: the catalog only reads names
+    catalog = Catalog.from_config(ServerConfig(model="tiny", cache_dir=str(tiny_cache), controlnets={"union": union}))
+    view = TextureView((ControlInput(type="depth", image=Image.new("RGB", (64, 64))),), np.zeros((8, 8, 3), np.float32))
+    problems = texture_problems(catalog, TextureRequest(GenerationRequest(width=64, height=64), (view, view)))
+    assert ("views", 0, "controls", 0, "type") in [problem.path for problem in problems]
+    assert any("ControlNet Union model cannot run a texture job" in problem.message for problem in problems)
 
 
 def test_an_ordinary_job_is_unchanged_by_a_texture_job_before_it(client):
