@@ -228,7 +228,7 @@ def test_odd_values_are_4xx_naming_the_field_never_500(client, raw, field):
 def busy(tiny_cache):
     with running_server(
         "--max-queue", "3", "--keep-results", "20", "--result-ttl", "2", "--max-pixels", "262144", "--job-timeout", "0",
-        cache_dir=tiny_cache,
+        "--max-views", "5", cache_dir=tiny_cache,
     ) as live:
         yield live
 
@@ -248,13 +248,17 @@ def test_limits_report_what_this_server_enforces(busy):
             "control_weight": {"min": 0.0, "max": 2.0},
             "loras": {"max": 8},
             "lora_weight": {"min": -4.0, "max": 4.0},
+            "views": {"max": 5},
+            "texture_size": {"min": 16, "max": 1024},
             "schedulers": ["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"],
             "max_queue": 3,
             "job_timeout_s": None,
             "max_body_mb": 64.0,
         }
         # The schema it serves shows them too.
-        request = client.get("/openapi.json").json()["components"]["schemas"]["JobRequest"]["properties"]
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        assert schemas["TextureJobRequest"]["properties"]["views"]["maxItems"] == 5
+        request = schemas["JobRequest"]["properties"]
         for side in ("width", "height"):
             assert request[side]["maximum"] == 2048
             assert request[side]["description"].startswith("width x height at most 262144 (this server's --max-pixels)")
