@@ -29,6 +29,7 @@ MODES = ("sequential", "synchronized", "independent")
 REFINE_STRENGTH = 0.4  # how much of a refine region is repainted
 GREY_INIT = 0.5  # the init image's colour where no texture is there yet
 LATENT_SCALE = 8  # the VAE's downsampling: the correspondence is sent at latent size
+NEIGHBOUR_VIEWS = 2  # views each view's self-attention also reads in a synchronized job
 
 
 @dataclass
@@ -154,16 +155,30 @@ def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
     ]
     body = {key: value for key, value in bodies[0].items() if key not in ("controls", "num_images", "guess_mode")}
     body.pop("init_image", None), body.pop("strength", None)
-    body["texture_size"] = min(max(width, height) // LATENT_SCALE * 2 * grid, 1024)
+    # One latent texel per latent pixel of a view across the whole UV square: finer textures keep
+    # more of each view's detail, coarser ones make the views agree more (measured: docs/texturing.md).
+    body["texture_size"] = min(max(width, height) // LATENT_SCALE * grid, 1024)
+    neighbours = nearest_views(cameras)
     body["views"] = [
-        {"controls": view_body["controls"], "correspondence": base64.b64encode(table.tobytes()).decode("ascii")}
-        for view_body, table in zip(bodies, correspondences)
+        {"controls": view_body["controls"], "correspondence": base64.b64encode(table.tobytes()).decode("ascii"),
+         "neighbours": view_neighbours}
+        for view_body, table, view_neighbours in zip(bodies, correspondences, neighbours)
     ]
     print(f"{len(cameras)} views in one synchronized job", flush=True)
     paths = jobs.run(body, f"{stem}_views", route="/v1/texture-jobs")
     for index, path in enumerate(paths):
         os.replace(path, view_path(jobs.out, stem, index))
     return [_read(view_path(jobs.out, stem, index)) for index in range(len(paths))]
+
+
+def nearest_views(cameras, count=NEIGHBOUR_VIEWS):
+    """For each camera, the indexes of the `count` others looking the most alike (by the angle
+    between their view directions): the views whose tokens its self-attention also reads."""
+    directions = np.array([tuple(camera.matrix_world.to_3x3().col[2]) for camera in cameras])
+    similarity = directions @ directions.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1)[:, :min(count, len(cameras) - 1)]
+    return [[int(index) for index in row] for row in nearest]
 
 
 def _atlas_correspondence(maps, grid):
