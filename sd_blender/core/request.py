@@ -50,6 +50,7 @@ class GenerationSettings:
     strength: float = 0.75
     model: str | None = None  # a base model name from /v1/models; None or "": the server's default
     loras: tuple[tuple[str, float], ...] = ()  # (LoRA name from /v1/models, weight)
+    tiling: str | None = None  # "x", "y" or "xy": the image tiles seamlessly along those axes
 
 
 def _base64(data):
@@ -94,4 +95,6 @@ def build_job_request(settings):
         body["model"] = settings.model
     if settings.loras:
         body["loras"] = [{"name": name, "weight": weight} for name, weight in settings.loras]
+    if settings.tiling:
+        body["tiling"] = settings.tiling
     return body

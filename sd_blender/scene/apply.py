@@ -24,6 +24,7 @@ PROJECTION_NAME = "SD Projection"
 CLIP_ATTRIBUTE = "SD Projection Clip"  # per vertex: the camera's clip-space x, y, w
 DEPTH_ATTRIBUTE = "SD Projection Depth"  # per vertex: planar depth from the camera
 TEXTURE_NAME = "SD Texture"  # the nodes showing a baked whole-object texture
+TILE_NAME = "SD Tile"  # the nodes showing a tileable material image
 BACKGROUND_MARKER = "sd_blender_background"
 # A surface farther than the depth map by more than this (relative, plus an absolute margin) is
 # hidden from the camera. The map is read with linear interpolation between pixel centres, so
@@ -276,14 +277,27 @@ def _mix_into_base_color(tree, principled, node, image_node, factor):
 def apply_as_baked_texture(mesh_object, image, uv_name):
     """Show a texture baked into the UV map `uv_name` on the object: an Image Texture node reading
     that map, mixed in fully over the material's Base Color (which stays as the mix's other input)."""
+    _show_through_uv_map(mesh_object, image, uv_name, TEXTURE_NAME, 'EXTEND')
+
+
+def apply_as_tiling_material(mesh_object, image):
+    """Show a seamless tile on the object's materials, repeated through its render UV map."""
+    if not mesh_object.data.uv_layers:
+        raise ValueError(f"'{mesh_object.name}' has no UV map for the tile: unwrap it (or use Generate Texture)")
+    _show_through_uv_map(mesh_object, image, "", TILE_NAME, 'REPEAT')
+
+
+def _show_through_uv_map(mesh_object, image, uv_name, prefix, extension):
+    """An Image Texture node reading the UV map `uv_name` ("": the render map) in each material of
+    the object, mixed in fully over its Base Color (which stays as the mix's other input)."""
     _require_editable_mesh(mesh_object)
     _fill_empty_material_slots(mesh_object)
     for slot in mesh_object.material_slots:
         tree = _shader_nodes(slot.material)
         principled = _principled_bsdf(tree)
-        node = _NodeMaker(tree, principled, TEXTURE_NAME)
+        node = _NodeMaker(tree, principled, prefix)
         uv_map = node("UV Map", "ShaderNodeUVMap", (-700, 150), uv_map=uv_name)
-        image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension='EXTEND')
+        image_node = node("Image", "ShaderNodeTexImage", (-450, 150), image=image, extension=extension)
         tree.links.new(uv_map.outputs["UV"], image_node.inputs["Vector"])
         _mix_into_base_color(tree, principled, node, image_node, 1.0)
 
@@ -384,10 +398,21 @@ def apply_frames_as_background(scene, paths, first_frame):
     apply_sequence_as_background(scene.camera, load_image(paths[0]), first_frame, len(paths))
 
 
+def _selected_meshes(object_names, purpose):
+    meshes = [bpy.data.objects[name] for name in object_names if name in bpy.data.objects]
+    if not meshes:
+        raise ValueError(f"select the mesh objects {purpose} before generating")
+    return meshes
+
+
 def apply_results(scene, paths, apply_to, object_names):
     """Load the generated images into Blender and apply the first as asked. Returns the images."""
     images = [load_image(path) for path in paths]
     if not images or apply_to == "NONE":
+        return images
+    if apply_to == "MATERIAL":
+        for mesh_object in _selected_meshes(object_names, "to put the tile on"):
+            apply_as_tiling_material(mesh_object, images[0])
         return images
     camera = scene.camera
     if camera is None:
@@ -395,9 +420,7 @@ def apply_results(scene, paths, apply_to, object_names):
     if apply_to == "BACKGROUND":
         apply_as_background(camera, images[0])
     elif apply_to == "TEXTURE":
-        meshes = [bpy.data.objects[name] for name in object_names if name in bpy.data.objects]
-        if not meshes:
-            raise ValueError("select the mesh objects to texture before generating")
+        meshes = _selected_meshes(object_names, "to texture")
         depth_image = projection_depth_image(scene, camera, images[0])  # one render for every mesh
         for mesh_object in meshes:
             apply_as_projected_texture(scene, camera, mesh_object, images[0], depth_image)

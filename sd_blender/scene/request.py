@@ -76,9 +76,11 @@ def prepare_request(scene, limits=None):
     check_within_limits(scene, limits)
     settings = scene.sd_blender
     width, height = generation_size(scene)
-    units = checked_units(settings)
+    tileable = settings.apply_to == "MATERIAL"  # a material's tile: no view of the scene conditions it
+    units = [] if tileable else checked_units(settings)
     loras = enabled_loras(settings)
-    kinds = request_pass_kinds(settings)
+    kinds = [] if tileable else request_pass_kinds(settings)
+    color_init = settings.use_color_init and not tileable
     images = render_control_images(scene, kinds, width, height, pass_options(scene, kinds)) if kinds else {}
     controls = tuple(
         ControlImage(
@@ -99,8 +101,9 @@ def prepare_request(scene, limits=None):
         scheduler=settings.scheduler,
         controls=controls,
         guess_mode=settings.guess_mode,
-        init_png=encode_png(images["color"]) if settings.use_color_init else None,
+        init_png=encode_png(images["color"]) if color_init else None,
         strength=settings.init_strength,
         model=settings.base_model.strip() or None,
         loras=loras,
+        tiling="xy" if tileable else None,
     ))

@@ -34,9 +34,13 @@ from .cli_common import (
 
 def _apply_targets(text):
     targets = [target.strip() for target in text.split(",") if target.strip() and target.strip() != "none"]
-    unknown = [target for target in targets if target not in ("background", "texture")]
+    unknown = [target for target in targets if target not in ("background", "texture", "material")]
     if unknown:
-        raise argparse.ArgumentTypeError(f"cannot apply as {', '.join(unknown)}; use background, texture or none")
+        raise argparse.ArgumentTypeError(
+            f"cannot apply as {', '.join(unknown)}; use background, texture, material or none")
+    if "material" in targets and len(targets) > 1:
+        raise argparse.ArgumentTypeError("--apply material makes a tileable image without the scene's passes: "
+                                         "apply it alone")
     return targets
 
 
@@ -86,7 +90,8 @@ def build_parser():
     generate.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
     generate.add_argument("--out", help="result folder (default: 'sd_blender' next to the .blend)")
     generate.add_argument("--apply", type=_apply_targets, default=[],
-                          help="comma-separated: background, texture (default: apply nothing)")
+                          help="comma-separated: background, texture; or material (a seamless tile on the "
+                          "selected meshes' materials, generated without passes) (default: apply nothing)")
     generate.add_argument("--objects", help="comma-separated meshes for --apply texture (default: selected)")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
     cli_texture.add_commands(commands)
@@ -170,6 +175,8 @@ def _generate_frames(scene, start, args):
 def run_generate(args):
     scene = open_scene(args)
     apply_arguments(scene, args)
+    # The command line's --apply decides, not the panel's saved choice: material asks for a tile.
+    scene.sd_blender.apply_to = "MATERIAL" if "material" in args.apply else "NONE"
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
     limits = server_limits(client)

@@ -11,6 +11,8 @@ APPLY_TARGETS = (
     ("NONE", "Image only", "Open the result as an image; apply nothing"),
     ("BACKGROUND", "Camera background", "Show the result behind the scene through the camera"),
     ("TEXTURE", "Texture on selection", "Project the result from the camera onto the selected meshes (new UV map)"),
+    ("MATERIAL", "Tileable material", "A seamless image that tiles, on the materials of the selected meshes through "
+     "their UV maps (generated without control passes)"),
 )
 
 DEPTH_RANGE_MODES = (

@@ -71,3 +71,28 @@ def test_nothing_selected_says_what_to_fix(selected_cube):
     selected_cube.select_set(False)
     with pytest.raises(RuntimeError, match="select the mesh objects to texture"):
         bpy.ops.sd_blender.generate_texture()
+
+
+def test_a_tileable_material_repeats_a_seamless_tile_through_the_uv_map(selected_cube):
+    from timers import run_timer_until_done
+
+    bpy.context.scene.sd_blender.apply_to = "MATERIAL"
+    assert bpy.ops.sd_blender.generate() == {"FINISHED"}
+    snapshot = run_timer_until_done().job.snapshot()
+    assert snapshot.state == "done", snapshot.message
+    assert snapshot.parameters["tiling"] == "xy" and not snapshot.parameters.get("controls")
+    tree = selected_cube.material_slots[0].material.node_tree
+    tile = tree.nodes["SD Tile Image"]
+    assert tile.extension == "REPEAT" and tile.image.filepath.endswith(".png")
+    assert tree.nodes["SD Tile UV Map"].uv_map == ""  # the render UV map
+    assert tree.nodes["Principled BSDF"].inputs["Base Color"].links[0].from_node == tree.nodes["SD Tile Mix"]
+
+
+def test_a_tile_needs_a_uv_map(selected_cube):
+    from timers import run_timer_until_done
+
+    selected_cube.data.uv_layers.remove(selected_cube.data.uv_layers[0])
+    bpy.context.scene.sd_blender.apply_to = "MATERIAL"
+    assert bpy.ops.sd_blender.generate() == {"FINISHED"}
+    assert run_timer_until_done().outcome.endswith("not applied: 'Cube' has no UV map for the tile: unwrap it "
+                                                   "(or use Generate Texture)")

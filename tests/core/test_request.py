@@ -79,3 +79,10 @@ def test_the_servers_default_model_and_no_loras_send_neither_field(model):
     assert "model" not in body and "loras" not in body
     request = JobRequest.model_validate(body)
     assert request.model is None and request.loras == []
+
+
+def test_a_tileable_request_asks_for_tiling_and_the_server_accepts_it():
+    body = build_job_request(GenerationSettings(prompt="tiles", tiling="xy"))
+    assert body["tiling"] == "xy"
+    assert JobRequest.model_validate(body).tiling == "xy"
+    assert "tiling" not in build_job_request(GenerationSettings(prompt="x"))
