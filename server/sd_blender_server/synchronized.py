@@ -31,7 +31,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from .errors import JobCancelled, RequestRefused
-from .pipelines import fit
+from .pipelines import control_arguments, fit, is_union
 from .texture_request import TextureRequest
 
 # Samples are x0 + σ·ε (k-diffusion), σ = scheduler.sigmas[step].
@@ -247,7 +247,7 @@ def denoise(
     device = pipeline.unet.device
     guided = settings.guidance_scale > 1
     conditioning = _prompt_conditioning(pipeline, request, guided)
-    conditions = _control_conditions(pipeline, request, guided)
+    controls = _Controls.of(pipeline, controlnets, request, guided)
     correspondence = torch.from_numpy(np.stack([view.correspondence for view in request.views]))
     texel_map = TexelMap.from_correspondence(correspondence, request.texture_size)
     generator = torch.Generator("cpu").manual_seed(settings.seed)  # the same noise on every device
@@ -263,7 +263,7 @@ def denoise(
         for index, timestep in enumerate(timesteps):
             if should_cancel and should_cancel():
                 raise JobCancelled()
-            noise = _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index)
+            noise = _predict_noise(pipeline, controls, request, latents, timestep, conditioning, index)
             signal, spread = scales(index, timestep)
             exponent = exponent_at(request, index, len(timesteps))
             clean = synchronize((latents - spread * noise) / signal, texel_map, exponent)
@@ -302,35 +302,67 @@ def _with_negative(positive: torch.Tensor, negative: torch.Tensor | None, guided
     return torch.cat([negative, positive]) if guided else positive
 
 
-def _control_conditions(pipeline, request: TextureRequest, guided: bool) -> list[torch.Tensor]:
-    """For each control, every view's image as a batch (twice over with guidance)."""
-    settings, conditions = request.settings, []
-    for index in range(len(request.views[0].controls)):
-        images = [fit(view.controls[index].image, settings.width, settings.height) for view in request.views]
-        condition = pipeline.control_image_processor.preprocess(images, height=settings.height, width=settings.width)
-        condition = condition.to(pipeline.unet.device, pipeline.unet.dtype)
-        conditions.append(torch.cat([condition, condition]) if guided else condition)
-    return conditions
+@dataclass(frozen=True)
+class _Controls:
+    """A job's ControlNets and, for each control, every view's image as a batch (twice over with
+    guidance). Every view's controls are alike but for their images: the first view's settings serve."""
+
+    controlnets: list
+    conditions: list[torch.Tensor]
+    settings: tuple  # the first view's ControlInputs
+    union_modes: list[int] | None  # a Union ControlNet's mode for each control; None: one ControlNet each
+
+    @classmethod
+    def of(cls, pipeline, controlnets: list, request: TextureRequest, guided: bool) -> _Controls:
+        settings, conditions = request.settings, []
+        for index in range(len(request.views[0].controls)):
+            images = [fit(view.controls[index].image, settings.width, settings.height) for view in request.views]
+            condition = pipeline.control_image_processor.preprocess(images, height=settings.height, width=settings.width)
+            condition = condition.to(pipeline.unet.device, pipeline.unet.dtype)
+            conditions.append(torch.cat([condition, condition]) if guided else condition)
+        union_modes = None
+        if controlnets and is_union(controlnets):
+            # The ordinary job's arguments check that the model has each control's mode.
+            union_modes = control_arguments(request.view_request(0), controlnets, False)["control_mode"]
+        return cls(controlnets, conditions, request.views[0].controls, union_modes)
+
+    def residuals(self, model_input, timestep, conditioning: dict, index: int, step_count: int) -> tuple:
+        """The ControlNets' residuals for the UNet at step `index` (None, None: no control acts)."""
+        # diffusers' rule for a control's step range (control_guidance_start / end)
+        weights = [
+            0.0 if index / step_count < control.start or (index + 1) / step_count > control.end else control.weight
+            for control in self.settings
+        ]
+        if not any(weights):
+            return None, None
+        if self.union_modes is not None:
+            union = self.controlnets[0]
+            control_type = torch.zeros(len(model_input), union.config.num_control_type, dtype=model_input.dtype)
+            control_type[:, self.union_modes] = 1
+            return union(
+                model_input, timestep, controlnet_cond=self.conditions, control_type=control_type.to(model_input.device),
+                control_type_idx=self.union_modes, conditioning_scale=weights, return_dict=False, **conditioning,
+            )
+        down, middle = None, None
+        for controlnet, condition, weight in zip(self.controlnets, self.conditions, weights):
+            if not weight:
+                continue
+            control_down, control_middle = controlnet(
+                model_input, timestep, controlnet_cond=condition, conditioning_scale=weight, return_dict=False,
+                **conditioning,
+            )
+            down = control_down if down is None else [total + new for total, new in zip(down, control_down)]
+            middle = control_middle if middle is None else middle + control_middle
+        return down, middle
 
 
-def _predict_noise(pipeline, controlnets, conditions, request, latents, timestep, conditioning, index) -> torch.Tensor:
+def _predict_noise(pipeline, controls: _Controls, request, latents, timestep, conditioning, index) -> torch.Tensor:
     """The UNet's noise prediction for every view at step `index`, its ControlNets' residuals added,
     with guidance."""
     guidance = request.settings.guidance_scale
     model_input = torch.cat([latents, latents]) if guidance > 1 else latents
     model_input = pipeline.scheduler.scale_model_input(model_input, timestep).to(pipeline.unet.dtype)
-    down, middle = None, None
-    step_count = len(pipeline.scheduler.timesteps)
-    for controlnet, condition, control in zip(controlnets, conditions, request.views[0].controls):
-        # diffusers' rule for a control's step range (control_guidance_start / end)
-        if index / step_count < control.start or (index + 1) / step_count > control.end:
-            continue
-        control_down, control_middle = controlnet(
-            model_input, timestep, controlnet_cond=condition, conditioning_scale=control.weight, return_dict=False,
-            **conditioning,
-        )
-        down = control_down if down is None else [total + new for total, new in zip(down, control_down)]
-        middle = control_middle if middle is None else middle + control_middle
+    down, middle = controls.residuals(model_input, timestep, conditioning, index, len(pipeline.scheduler.timesteps))
     noise = pipeline.unet(
         model_input, timestep, down_block_additional_residuals=down, mid_block_additional_residual=middle,
         return_dict=False, **conditioning,

@@ -58,7 +58,6 @@ def texture_problems(catalog: Catalog, request: TextureRequest) -> list[Problem]
     first_view = request.view_request(0)
     return [
         *(_in_first_view(problem) for problem in catalog.problems(first_view)),
-        *_union_problems(catalog, first_view.controls),
         *_controls_unlike_the_first(request.views),
     ]
 
@@ -68,20 +67,6 @@ def _in_first_view(problem: Problem) -> Problem:
     if problem.path[:1] != ("controls",):
         return problem
     return Problem(("views", 0, *problem.path), problem.message)
-
-
-def _union_problems(catalog: Catalog, controls: tuple) -> list[Problem]:
-    problems = []
-    for index, control in enumerate(controls):
-        try:
-            union = catalog.controlnet_source(catalog.controlnet_key(control)).union
-        except ValueError:
-            continue  # an unknown name is a problem already
-        if union:
-            path = ("views", 0, "controls", index, "type" if control.model is None else "model")
-            message = "a ControlNet Union model cannot run a texture job yet: name an SDXL ControlNet of one type"
-            problems.append(Problem(path, message))
-    return problems
 
 
 def _controls_unlike_the_first(views: tuple[TextureView, ...]) -> list[Problem]:

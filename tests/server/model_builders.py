@@ -219,6 +219,24 @@ def toy_sdxl_folders(tiny_dir: Path, models: Path) -> None:
     controlnet.save_pretrained(models / "controlnet" / "toy_xl_depth", safe_serialization=True)
 
 
+def toy_union(unet_folder: Path, out: Path, num_control_type: int) -> None:
+    """A Union ControlNet for the toy SDXL UNet; its output layers are random (a new one's are
+    zero), so each control mode changes the image as a trained one does."""
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(unet_folder)
+    shape = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8)).config
+    channels = unet.config.block_out_channels[0]
+    torch.manual_seed(7)
+    config = {key: value for key, value in shape.items() if key != "_use_default_values"}
+    config.update(num_control_type=num_control_type, num_trans_channel=channels, num_trans_head=2, num_proj_channel=channels)
+    union = ControlNetUnionModel.from_config(config)
+    with torch.no_grad():
+        for layer in [*union.controlnet_down_blocks, union.controlnet_mid_block, union.spatial_ch_projs]:
+            torch.nn.init.normal_(layer.weight, std=0.5)
+    union.save_pretrained(out, safe_serialization=True)
+
+
 # --- the toy SDXL ----------------------------------------------------------------------------------
 # The carried SDXL configuration with every width and depth shrunk; everything else (block types,
 # linear projections, text_time embedding, scheduler, VAE scaling factor, token ids) stays.

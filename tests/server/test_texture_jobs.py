@@ -5,15 +5,10 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from live_server import running_server
-from model_builders import toy_sdxl_folders
+from model_builders import toy_sdxl_folders, toy_union
 from server_helpers import fetch_image, field_error, png_base64, read_events, run_job, wait_finished, wait_running
 
-from sd_blender_server.catalog import Catalog
-from sd_blender_server.config import ServerConfig
-from sd_blender_server.request import ControlInput, GenerationRequest
-from sd_blender_server.texture_request import TextureRequest, TextureView, texture_problems
 from sd_blender_server.tiny import ensure_tiny_model
 
 WIDTH, HEIGHT = 128, 64
@@ -79,13 +74,15 @@ def test_views_seeing_the_same_texels_agree(client):
 def sdxl_client(tiny_cache, tmp_path_factory):
     models = tmp_path_factory.mktemp("texture_sdxl") / "models"
     toy_sdxl_folders(ensure_tiny_model(tiny_cache), models)
+    toy_union(models / "checkpoints" / "toy-xl" / "unet", models / "controlnet" / "toy_union_promax", num_control_type=8)
     with running_server("--device", "cpu", "--models-dir", str(models), cache_dir=tiny_cache) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
             yield client
 
 
-def test_sdxl_views_agree_too(sdxl_client):
-    assert agreement_gain(sdxl_client, model="toy-xl", controlnet="toy_xl_depth", scheduler="euler") > 3
+@pytest.mark.parametrize("controlnet", ["toy_xl_depth", "toy_union_promax"])
+def test_sdxl_views_agree_too(sdxl_client, controlnet):
+    assert agreement_gain(sdxl_client, model="toy-xl", controlnet=controlnet, scheduler="euler") > 3
 
 
 def test_progress_every_step_then_one_image_per_view(client):
@@ -150,15 +147,6 @@ def test_bad_views_are_422s_naming_their_field(client):
     unknown = texture_job(good)
     unknown["views"][0]["controls"][0]["type"] = "smell"
     assert "no ControlNet for 'smell'" in field_error(client.post("/v1/texture-jobs", json=unknown), "views[0].controls[0].type")
-
-
-def test_a_controlnet_union_model_is_refused_for_texture_jobs(tiny_cache):
-    union = "xinsir/controlnet-union-sdxl-1.0"  # named, never downloaded: the catalog only reads names
-    catalog = Catalog.from_config(ServerConfig(model="tiny", cache_dir=str(tiny_cache), controlnets={"union": union}))
-    view = TextureView((ControlInput(type="depth", image=Image.new("RGB", (64, 64))),), np.zeros((8, 8, 3), np.float32))
-    problems = texture_problems(catalog, TextureRequest(GenerationRequest(width=64, height=64), (view, view)))
-    assert ("views", 0, "controls", 0, "type") in [problem.path for problem in problems]
-    assert any("ControlNet Union model cannot run a texture job" in problem.message for problem in problems)
 
 
 def test_an_ordinary_job_is_unchanged_by_a_texture_job_before_it(client):

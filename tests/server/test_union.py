@@ -13,26 +13,8 @@ from live_server import running_server
 from safetensors.torch import save_file
 from sd_blender_server.registry import UNION_FILE_REASON
 from sd_blender_server.tiny import ensure_tiny_model
-from model_builders import inpainting_folder, toy_sdxl_folders
+from model_builders import inpainting_folder, toy_sdxl_folders, toy_union
 from server_helpers import field_error, fetch_image, png_base64, run_job, submit, wait_finished
-
-
-def _toy_union(unet_folder: Path, out: Path, num_control_type: int) -> None:
-    """A Union ControlNet for the toy SDXL UNet; its output layers are random (a new one's are
-    zero), so each control mode changes the image as a trained one does."""
-    from diffusers import ControlNetUnionModel, UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(unet_folder)
-    shape = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8)).config
-    channels = unet.config.block_out_channels[0]
-    torch.manual_seed(7)
-    config = {key: value for key, value in shape.items() if key != "_use_default_values"}
-    config.update(num_control_type=num_control_type, num_trans_channel=channels, num_trans_head=2, num_proj_channel=channels)
-    union = ControlNetUnionModel.from_config(config)
-    with torch.no_grad():
-        for layer in [*union.controlnet_down_blocks, union.controlnet_mid_block, union.spatial_ch_projs]:
-            torch.nn.init.normal_(layer.weight, std=0.5)
-    union.save_pretrained(out, safe_serialization=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +24,8 @@ def union_models(tiny_cache, tmp_path_factory) -> Path:
     checkpoints = root / "models" / "checkpoints"
     inpainting_folder(checkpoints / "toy-xl", checkpoints / "toy-xl-inpainting")
     unet = checkpoints / "toy-xl" / "unet"
-    _toy_union(unet, root / "models" / "controlnet" / "toy_union_promax", num_control_type=8)
-    _toy_union(unet, root / "served_union", num_control_type=6)
+    toy_union(unet, root / "models" / "controlnet" / "toy_union_promax", num_control_type=8)
+    toy_union(unet, root / "served_union", num_control_type=6)
     return root
 
 
