@@ -217,7 +217,7 @@ def generation_request(body: "BaseModel") -> GenerationRequest:
     return GenerationRequest(
         **{name: getattr(body, name) for name in type(body).model_fields if name not in ("controls", "loras")},
         controls=_control_inputs(body.controls),
-        loras=tuple(LoraInput(**lora.model_dump()) for lora in body.loras),
+        loras=_lora_inputs(body.loras),
     )
 
 
@@ -225,7 +225,7 @@ def texture_request(body: "BaseModel") -> TextureRequest:
     """The engine's request from a validated POST /v1/texture-jobs body."""
     settings = GenerationRequest(
         **{name: getattr(body, name) for name in SHARED_FIELDS if name != "loras"},
-        loras=tuple(LoraInput(**lora.model_dump()) for lora in body.loras),
+        loras=_lora_inputs(body.loras),
     )
     return TextureRequest(
         settings=settings,
@@ -240,6 +240,10 @@ def texture_request(body: "BaseModel") -> TextureRequest:
 
 def _control_inputs(controls: list) -> tuple[ControlInput, ...]:
     return tuple(ControlInput(**control.model_dump(exclude={"image"}), image=control.image) for control in controls)
+
+
+def _lora_inputs(loras: list) -> tuple[LoraInput, ...]:
+    return tuple(LoraInput(**lora.model_dump()) for lora in loras)
 
 
 def unserved(problems: list[Problem]) -> RequestValidationError:
