@@ -88,21 +88,35 @@ def generate_independent(scene, cameras, limits, jobs, stem):
 def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake):
     """`bake(views, images)` fuses the views so far into each target's texture (texturing.bake)."""
     images = []
-    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
-    for index, (camera, view) in enumerate(zip(cameras, views)):
+    for index, camera in enumerate(cameras):
         print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
-        body = view_request(scene, camera, limits)
-        view_stem = f"{stem}_view_{index + 1:02d}"
         if index == 0:
-            image = _read(jobs.run(body, view_stem)[0])
+            body = view_request(scene, camera, limits)
+            images.append(_read(jobs.run(body, f"{stem}_view_01")[0]))
         else:
-            textures = [baked.pixels for baked in bake(views[:index], images)]
-            image = _inpainted_view(body, view, targets, textures, best, jobs, view_stem)
-            write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
-        images.append(image)
+            images.append(inpaint_next_view(scene, camera, views[:index + 1], images, targets, limits, jobs, stem, bake))
+    return images
+
+
+def inpaint_next_view(scene, camera, views, images, targets, limits, jobs, stem, bake):
+    """The image of the last of `views` (seen from `camera`), inpainted over the texture that the
+    views before it (with their `images`) make: only what they missed or saw badly is repainted."""
+    index = len(views) - 1
+    best = best_cosines(targets, views[:index])
+    textures = [baked.pixels for baked in bake(views[:index], images)]
+    body = view_request(scene, camera, limits)
+    image = _inpainted_view(body, views[index], targets, textures, best, jobs, f"{stem}_view_{index + 1:02d}")
+    write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
+    return image
+
+
+def best_cosines(targets, views):
+    """Per target, each texel's best cosine in `views` (0 where none sees it)."""
+    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    for view in views:
         for target_best, samples in zip(best, view.samples):
             target_best[samples.texels] = np.maximum(target_best[samples.texels], samples.cosines)
-    return images
+    return best
 
 
 def _inpainted_view(body, view, targets, textures, best, jobs, view_stem):

@@ -115,11 +115,11 @@ def user_cameras(names):
     return cameras
 
 
-def next_best_camera(make, objects, targets, best_cosines, width, height, index):
+def next_best_camera(make, objects, targets, best_cosines, width, height, index, min_gain=0.0):
     """The candidate view that sees the most surface area not yet seen well (best_cosines: per
-    target, each texel's best cosine so far); None when no candidate would add any."""
+    target, each texel's best cosine so far); None when no candidate would add more than `min_gain`."""
     centre, radius = bounding_sphere(objects)
-    best_score, best_direction = 0.0, None
+    best_score, best_direction = min_gain, None
     for direction in _candidate_directions():
         score = _unseen_area_gained(centre, direction, radius, targets, best_cosines)
         if score > best_score:

@@ -17,7 +17,7 @@ from ..scene.jobs import output_directory, scene_file_stem
 from ..scene.passes import read_image
 from ..scene.request import generation_size
 from ..scene.texels import TexturingError, see, texture_targets
-from ..scene.texturing import bake, report_entries, save_texture, show_on_objects, write_report
+from ..scene.texturing import FusionOptions, bake, report_entries, save_texture, show_on_objects, write_report
 from ..scene.views import STRATEGIES, next_best_camera, orbit_cameras, temporary_cameras, user_cameras
 from .cli_common import (
     HOW_TO_RETRY, add_pass_arguments, apply_arguments, control_units, open_scene, save_blend, server_limits,
@@ -25,6 +25,8 @@ from .cli_common import (
 )
 
 TEXTURE_SIZES = (512, 4096)
+# A last view is aimed at the unseen surface when it would see at least this fraction of the area.
+FILL_VIEW_MIN_AREA = 0.005
 
 
 def _names(text):
@@ -130,31 +132,62 @@ def _print_summary(baked):
     print(f"{', '.join(baked.target.names)}: coverage {baked.coverage:.1%} in UV map '{baked.target.uv_name}'{agreement}")
 
 
-def _texture_cameras(make, scene, args, objects, targets, width, height):
-    """The views' cameras as --strategy says."""
+def _texture_views(make, scene, args, objects, targets, width, height):
+    """The views' cameras as --strategy says, and what each sees (texels.SeenView)."""
     if args.strategy == "cameras":
-        return user_cameras(args.cameras)
+        cameras = user_cameras(args.cameras)
+        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
     if args.views < 1:
         raise TexturingError(f"--views must be at least 1, got {args.views}")
     if args.strategy == "orbit":
-        return orbit_cameras(make, objects, args.views, width, height)
+        cameras = orbit_cameras(make, objects, args.views, width, height)
+        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
     if scene.camera is None:
         raise TexturingError("--strategy active starts from the scene camera: the scene has none")
-    cameras = [scene.camera]
-    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    cameras, views = [scene.camera], [see(scene, scene.camera, targets, width, height)]
     while len(cameras) < args.views:
-        _add_seen(best, see(scene, cameras[-1], targets, width, height))
-        camera = next_best_camera(make, objects, targets, best, width, height, len(cameras) + 1)
+        camera = next_best_camera(make, objects, targets, _seen_well(targets, views), width, height, len(cameras) + 1)
         if camera is None:
             break
         cameras.append(camera)
-    return cameras
+        views.append(see(scene, camera, targets, width, height))
+    return cameras, views
 
 
-def _add_seen(best, view):
-    for target_best, samples in zip(best, view.samples):
-        seen_here = samples.cosines * samples.feather
-        target_best[samples.texels] = np.maximum(target_best[samples.texels], seen_here)
+def _seen_well(targets, views):
+    """Per target, each texel's best cosine × frame feather over the views."""
+    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    for view in views:
+        for target_best, samples in zip(best, view.samples):
+            seen_here = samples.cosines * samples.feather
+            target_best[samples.texels] = np.maximum(target_best[samples.texels], seen_here)
+    return best
+
+
+def _covered(targets, views, options=FusionOptions()):
+    """Per target, which texels some view counts for in the fusion (a weight above 0)."""
+    covered = [np.zeros(len(target.surface.texels), bool) for target in targets]
+    for view in views:
+        for target_covered, samples in zip(covered, view.samples):
+            weights = samples.weights(options.exponent, options.discard_angle)
+            target_covered[samples.texels[weights > 0]] = True
+    return covered
+
+
+def _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height):
+    """A last view aimed at the surface no view saw, when one of the candidate directions sees
+    enough of it, inpainted like a sequential view; None when there is none."""
+    unseen_only = [np.where(covered, 1.0, 0.0).astype(np.float32) for covered in _covered(targets, views)]
+    camera = next_best_camera(make, objects, targets, unseen_only, width, height, len(cameras) + 1,
+                              min_gain=FILL_VIEW_MIN_AREA * sum(float(t.surface.areas.sum()) for t in targets))
+    if camera is None:
+        return None
+    print(f"view {len(cameras) + 1}: aimed at what no view saw ({camera.name})", flush=True)
+    cameras.append(camera)
+    views.append(see(scene, camera, targets, width, height))
+    images.append(texture_generation.inpaint_next_view(
+        scene, camera, views, images, targets, limits, jobs, stem, lambda seen, shown: bake(targets, seen, shown)))
+    return camera.name
 
 
 def _fix_seed(settings):
@@ -185,10 +218,10 @@ def run_texture(args):
         wait=wait_with_progress, out=out,
     )
     with temporary_cameras(scene) as make:
-        cameras = _texture_cameras(make, scene, args, objects, targets, width, height)
+        cameras, views = _texture_views(make, scene, args, objects, targets, width, height)
         print(f"{len(cameras)} views ({args.strategy}), mode {args.mode}, seed {settings.seed}", flush=True)
-        views = [see(scene, camera, targets, width, height) for camera in cameras]
         images = _generate(args.mode, scene, cameras, views, targets, limits, jobs, stem)
+        fill_view = _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height)
         all_baked = bake(targets, views, images)
         entries = {}
         for baked in all_baked:
@@ -201,7 +234,8 @@ def run_texture(args):
     seconds = {"blender": round(time.monotonic() - started - jobs.server_seconds, 3),
                "server": round(jobs.server_seconds, 3)}
     print(write_report(os.path.join(out, f"{stem}_texture_report.json"), entries, views=camera_names,
-                       mode=args.mode, strategy=args.strategy, seed=settings.seed, masks=jobs.masks, seconds=seconds))
+                       mode=args.mode, strategy=args.strategy, seed=settings.seed, fill_view=fill_view, masks=jobs.masks,
+                       seconds=seconds))
     return save_blend(args)
 
 

@@ -48,6 +48,7 @@ def test_independent_views_around_a_cube_cover_it_and_are_baked_into_its_uv_map(
     assert entry["coverage"] == pytest.approx(1.0, abs=1e-3), "6 orbit views see all of a convex object"
     assert entry["uv_map"] == "UVMap" and len(entry["view_agreement"]["per_view"]) == 6
     assert report["views"] == [f"SD View {index}" for index in range(1, 7)] and report["seed"] == 7
+    assert report["fill_view"] is None, "nothing was left unseen"
     assert report["seconds"]["server"] > 0 and report["seconds"]["blender"] > 0
     texture_image = np.asarray(Image.open(out / "cube_Scene_Cube_texture.png"))
     assert texture_image.shape == (512, 512, 3) and texture_image.std() > 0
@@ -81,3 +82,15 @@ def test_synchronized_views_agree_far_better_than_independent_ones(cube_file, tm
         agreement[mode] = read_report(out)["objects"]["Cube"]["view_agreement"]["mean"]
         assert (out / "cube_Scene_view_08.png").is_file()
     assert agreement["synchronized"] * 3 <= agreement["independent"], agreement
+
+
+def test_a_last_view_is_aimed_at_what_no_view_saw(cube_file, tmp_path):
+    out = tmp_path / "out"
+    assert texture(cube_file, out, "--views", "4", "--mode", "independent") == 0  # a ring: the bottom unseen
+
+    report = read_report(out)
+    assert report["fill_view"] == "SD View 5" and report["views"][-1] == "SD View 5"
+    assert len(report["masks"]) == 1 and (out / "cube_Scene_view_05.png").is_file()
+    mask = np.asarray(Image.open(report["masks"][0]))
+    assert (mask == 255).sum() > 0, "the last view generates what was unseen"
+    assert report["objects"]["Cube"]["coverage"] > 0.8  # 4 of 6 faces without it
