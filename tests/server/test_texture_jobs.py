@@ -115,17 +115,39 @@ def test_neighbour_attention_changes_the_views(client):
     assert all(np.abs(view - alone_view).max() >= 1 for view, alone_view in zip(together, alone))
 
 
-def test_a_running_texture_job_is_cancelled(client):
-    long = texture_job(*(correspondence(0, COLUMNS) for _ in range(2)), steps=150, width=512, height=512)
-    for view in long["views"]:
-        view["correspondence"] = correspondence(0, 64, rows=64, columns=64)
+def long_texture_job() -> dict:
+    """The most views at 512 x 512, 150 steps: many seconds even on a fast machine."""
+    body = texture_job(*(correspondence(0, 64, rows=64, columns=64) for _ in range(16)), steps=150, width=512, height=512)
+    for view in body["views"]:
         view["controls"][0]["image"] = png_base64(512, 512)
-    job_id = submit_texture(client, long)
+    return body
+
+
+def test_a_running_texture_job_is_cancelled(client):
+    job_id = submit_texture(client, long_texture_job())
     wait_running(client, job_id)
     assert client.delete(f"/v1/jobs/{job_id}").status_code in (202, 409)
     status = wait_finished(client, job_id)
     assert status["state"] == "cancelled"
     assert status["progress"]["step"] < 150 and status["images"] == []
+
+
+@pytest.fixture(scope="module")
+def limited_client(tiny_cache):
+    with running_server("--device", "cpu", "--max-queue", "1", "--job-timeout", "3", cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client
+
+
+def test_texture_jobs_keep_the_queue_bound_and_the_time_limit(limited_client):
+    running = submit_texture(limited_client, long_texture_job())
+    wait_running(limited_client, running)
+    waiting = submit_texture(limited_client, texture_job(correspondence(0, COLUMNS)))
+    refused = limited_client.post("/v1/texture-jobs", json=texture_job(correspondence(0, COLUMNS)))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert limited_client.delete(f"/v1/jobs/{waiting}").status_code == 202  # not needed: let it go
+    status = wait_finished(limited_client, running)
+    assert status["state"] == "failed" and "time limit of 3 s (--job-timeout)" in status["error"]
 
 
 def test_bad_views_are_422s_naming_their_field(client):
