@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Candidate (triangle, pixel) pairs examined at once: bounds the memory of one chunk.
-_CHUNK_CANDIDATES = 1 << 22
+_CHUNK_CANDIDATES = 1 << 16
 # A triangle whose bounding box holds more pixels than this is rasterised on its own grid.
 _LARGE_BOX = 1 << 12
 _NOTHING = -1
@@ -118,8 +118,10 @@ def _inside_small_boxes(triangles, counts, low, spans, planes, width, margin):
     columns = spans[candidates, 0]
     x = low[candidates, 0] + local % columns
     y = low[candidates, 1] + local // columns
-    plane = planes.reshape(-1, 9)[candidates]  # per corner k: columns 3k, 3k + 1, 3k + 2
-    weights = plane[:, 0::3] * (x + 0.5)[:, None] + plane[:, 1::3] * (y + 0.5)[:, None] + plane[:, 2::3]
+    plane = planes[:, :2].reshape(-1, 6)[candidates]  # corners 0 and 1: columns 3k, 3k + 1, 3k + 2
+    weights = np.empty((len(candidates), 3))
+    weights[:, :2] = plane[:, 0::3] * (x + 0.5)[:, None] + plane[:, 1::3] * (y + 0.5)[:, None] + plane[:, 2::3]
+    weights[:, 2] = 1.0 - weights[:, 0] - weights[:, 1]  # barycentric weights add up to 1
     inside = (weights >= -margin).all(axis=1)
     return (y * width + x)[inside], candidates[inside].astype(np.int32), weights[inside].astype(np.float32)
 
