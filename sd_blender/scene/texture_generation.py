@@ -43,13 +43,14 @@ class ViewJobs:
     server_seconds: float = 0.0
     masks: list = field(default_factory=list)  # the sequential masks' files, in view order
 
-    def run(self, body, stem, route="/v1/jobs"):
-        """Run one job; the paths of its images. Raises TexturingError when it does not end done."""
+    def run(self, body, stem, what, route="/v1/jobs"):
+        """Run one job (`what` it makes, for messages); the paths of its images. Raises
+        TexturingError when it does not end done."""
         started = time.monotonic()
         snapshot = self.wait(self.start(body, stem, route))
         self.server_seconds += time.monotonic() - started
         if snapshot.state != DONE:
-            raise TexturingError(f"{stem}: {snapshot.message}")
+            raise TexturingError(f"{what}: {snapshot.message}")
         return list(snapshot.result_paths)
 
 
@@ -81,7 +82,8 @@ def generate_independent(scene, cameras, limits, jobs, stem):
     images = []
     for index, camera in enumerate(cameras):
         print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
-        images.append(_read(jobs.run(view_request(scene, camera, limits), f"{stem}_view_{index + 1:02d}")[0]))
+        body = view_request(scene, camera, limits)
+        images.append(_read(jobs.run(body, f"{stem}_view_{index + 1:02d}", f"view {index + 1}")[0]))
     return images
 
 
@@ -92,7 +94,7 @@ def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake
         print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
         if index == 0:
             body = view_request(scene, camera, limits)
-            images.append(_read(jobs.run(body, f"{stem}_view_01")[0]))
+            images.append(_read(jobs.run(body, f"{stem}_view_01", "view 1")[0]))
         else:
             images.append(inpaint_next_view(scene, camera, views[:index + 1], images, targets, limits, jobs, stem, bake))
     return images
@@ -105,7 +107,8 @@ def inpaint_next_view(scene, camera, views, images, targets, limits, jobs, stem,
     best = best_cosines(targets, views[:index])
     textures = [baked.pixels for baked in bake(views[:index], images)]
     body = view_request(scene, camera, limits)
-    image = _inpainted_view(body, views[index], targets, textures, best, jobs, f"{stem}_view_{index + 1:02d}")
+    image = _inpainted_view(body, views[index], targets, textures, best, jobs, f"{stem}_view_{index + 1:02d}",
+                            f"view {index + 1}")
     write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
     return image
 
@@ -119,7 +122,7 @@ def best_cosines(targets, views):
     return best
 
 
-def _inpainted_view(body, view, targets, textures, best, jobs, view_stem):
+def _inpainted_view(body, view, targets, textures, best, jobs, view_stem, what):
     """Repaint what is new in this view over the current texture rendered into it."""
     current, visible, cosines, best_here = _current_view(view, targets, textures, best)
     masks = sequential.view_masks(visible, cosines, best_here)
@@ -131,7 +134,7 @@ def _inpainted_view(body, view, targets, textures, best, jobs, view_stem):
     for mask, strength, part in ((masks.generate, 1.0, "generate"), (masks.refine, refine_strength, "refine")):
         if mask.any():
             inpaint = dict(body, init_image=_png_base64(image), mask_image=_png_base64(mask * 1.0), strength=strength)
-            image = _read(jobs.run(inpaint, f"{view_stem}_{part}")[0])
+            image = _read(jobs.run(inpaint, f"{view_stem}_{part}", f"{what} ({part})")[0])
     return sequential.composite(current, image, masks.blend)
 
 
@@ -179,7 +182,7 @@ def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
         for view_body, table, view_neighbours in zip(bodies, correspondences, neighbours)
     ]
     print(f"{len(cameras)} views in one synchronized job", flush=True)
-    paths = jobs.run(body, f"{stem}_views", route="/v1/texture-jobs")
+    paths = jobs.run(body, f"{stem}_views", f"the {len(cameras)} synchronized views", route="/v1/texture-jobs")
     for index, path in enumerate(paths):
         os.replace(path, view_path(jobs.out, stem, index))
     return [_read(view_path(jobs.out, stem, index)) for index in range(len(paths))]

@@ -96,3 +96,17 @@ def test_a_tile_needs_a_uv_map(selected_cube):
     assert bpy.ops.sd_blender.generate() == {"FINISHED"}
     assert run_timer_until_done().outcome.endswith("not applied: 'Cube' has no UV map for the tile: unwrap it "
                                                    "(or use Generate Texture)")
+
+
+def test_a_server_that_cannot_be_reached_stops_the_texture_with_the_reason_and_it_runs_again(selected_cube, addon):
+    url = addon.server_url
+    addon.server_url = "http://127.0.0.1:9"
+    assert bpy.ops.sd_blender.generate_texture() == {"FINISHED"}
+    active = run_texture_timer_until_done()
+    assert active.batch.snapshot().state == "failed"
+    assert active.outcome.startswith("error: view 1: cannot reach the sd_blender server at http://127.0.0.1:9")
+    assert active.outcome.endswith("0 of 3 views done and kept; Generate Texture starts the views again")
+
+    addon.server_url = url
+    assert bpy.ops.sd_blender.generate_texture() == {"FINISHED"}
+    assert run_texture_timer_until_done().batch.snapshot().state == "done"
