@@ -163,6 +163,10 @@ def _png_base64(pixels):
 
 def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
     """All views in one server job; returns their images, in order."""
+    most = ((limits or {}).get("views") or {}).get("max")
+    if most is not None and len(cameras) > most:
+        raise TexturingError(f"this server takes at most {most} views in a synchronized job (its --max-views), "
+                             f"not {len(cameras)}: ask for fewer views, or use the sequential mode")
     bodies = [view_request(scene, camera, limits) for camera in cameras]
     width, height = bodies[0]["width"], bodies[0]["height"]
     grid = math.ceil(math.sqrt(len(targets)))

@@ -94,3 +94,10 @@ def test_a_last_view_is_aimed_at_what_no_view_saw(cube_file, tmp_path):
     mask = np.asarray(Image.open(report["masks"][0]))
     assert (mask == 255).sum() > 0, "the last view generates what was unseen"
     assert report["objects"]["Cube"]["coverage"] > 0.8  # 4 of 6 faces without it
+
+
+def test_more_views_than_the_server_takes_in_one_job_are_refused_before_rendering(cube_file, tmp_path, capsys):
+    assert texture(cube_file, tmp_path / "out", "--views", "17", "--mode", "synchronized") == 1
+    assert ("this server takes at most 16 views in a synchronized job (its --max-views), not 17"
+            in capsys.readouterr().err)
+    assert not list((tmp_path / "out").glob("*_view_*.png"))
