@@ -93,7 +93,7 @@ def apply_as_projected_texture(scene, camera_object, mesh_object, image, depth_i
     """Project `image` from the camera onto the visible parts of the mesh (see the module doc);
     `depth_image` is the camera's depth map (projection_depth_image), rendered when not given."""
     _require_camera(camera_object)
-    _require_editable_mesh(mesh_object)
+    require_editable_mesh(mesh_object)
     depth_image = depth_image or projection_depth_image(scene, camera_object, image)
     mesh = mesh_object.data
     clip, depth = _projected_vertices(scene, camera_object, mesh_object, bpy.context.evaluated_depsgraph_get())
@@ -143,7 +143,7 @@ def _require_camera(camera_object):
         raise ValueError("No camera to project from: set the scene camera (or pick a camera object).")
 
 
-def _require_editable_mesh(mesh_object):
+def require_editable_mesh(mesh_object):
     if mesh_object is None or mesh_object.type != 'MESH':
         kind = "nothing" if mesh_object is None else f"'{mesh_object.name}' ({mesh_object.type})"
         raise ValueError(f"Select a mesh object to texture; got {kind}.")
@@ -290,7 +290,7 @@ def apply_as_tiling_material(mesh_object, image):
 def _show_through_uv_map(mesh_object, image, uv_name, prefix, extension):
     """An Image Texture node reading the UV map `uv_name` ("": the render map) in each material of
     the object, mixed in fully over its Base Color (which stays as the mix's other input)."""
-    _require_editable_mesh(mesh_object)
+    require_editable_mesh(mesh_object)
     _fill_empty_material_slots(mesh_object)
     for slot in mesh_object.material_slots:
         tree = _shader_nodes(slot.material)

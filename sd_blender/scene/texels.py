@@ -8,7 +8,7 @@ import bpy
 import numpy as np
 
 from ..core import fusion
-from .apply import as_scene_camera, kept_active_uv_maps, own_uv_layer
+from .apply import as_scene_camera, kept_active_uv_maps, own_uv_layer, require_editable_mesh
 from .passes import render_geometry
 
 BAKE_UV_NAME = "SD Bake"
@@ -17,7 +17,7 @@ BAKE_UV_NAME = "SD Bake"
 ISLAND_MARGIN = 0.02
 
 
-class TexturingError(Exception):
+class TexturingError(ValueError):
     """The objects cannot be textured as asked; the message says what to fix."""
 
 
@@ -61,11 +61,7 @@ def bake_uv_names(scene, objects, uv_name):
 
 
 def _require_mesh(obj):
-    if obj is None or obj.type != 'MESH':
-        kind = "nothing" if obj is None else f"'{obj.name}' ({obj.type})"
-        raise TexturingError(f"only meshes can be textured; got {kind}")
-    if obj.data.is_editmode:
-        raise TexturingError(f"leave Edit Mode on '{obj.name}' before texturing it")
+    require_editable_mesh(obj)
     if len(obj.data.polygons) == 0:
         raise TexturingError(f"'{obj.name}' has no faces to texture")
 

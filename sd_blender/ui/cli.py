@@ -24,7 +24,6 @@ from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
 from ..scene.pose import scene_people
 from ..scene.request import generation_size, pass_options, request_pass_kinds
-from ..scene.texels import TexturingError
 from . import cli_texture
 from .cli_common import (
     HOW_TO_RETRY, add_pass_arguments, apply_arguments, apply_pass_arguments, control_units, open_scene, pass_kinds,
@@ -205,6 +204,6 @@ def run(argv):
         commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake,
                     "texture": cli_texture.run_texture}
         return commands[args.command](args)
-    except (PassError, TexturingError, ValueError, OSError) as error:
+    except (PassError, ValueError, OSError) as error:  # TexturingError is a ValueError
         print(f"sd_blender: error: {error}", file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@
     sd_blender texture SCENE.blend --objects A,B --prompt TEXT [--views 8] [--strategy orbit|cameras|active] ...
     sd_blender bake SCENE.blend --objects A[,B] --cameras C1,C2,... --images P1.png,P2.png,... --out TEXTURE.png
 """
+import argparse
+import dataclasses
 import os
 import secrets
 import time
@@ -36,7 +38,7 @@ def _names(text):
 def _texture_size(text):
     size = int(text)
     if not TEXTURE_SIZES[0] <= size <= TEXTURE_SIZES[1]:
-        raise ValueError(f"--texture-size must be between {TEXTURE_SIZES[0]} and {TEXTURE_SIZES[1]}, got {size}")
+        raise argparse.ArgumentTypeError(f"--texture-size must be between {TEXTURE_SIZES[0]} and {TEXTURE_SIZES[1]}, got {size}")
     return size
 
 
@@ -47,8 +49,23 @@ def _add_common_arguments(parser):
     parser.add_argument("--uv", help="the UV map to bake into (default: the active one; 'SD Bake' is made when "
                         "there is none or it cannot take a bake)")
     parser.add_argument("--texture-size", type=_texture_size, default=2048, help="texture side in pixels, 512-4096")
+    parser.add_argument("--exponent", type=float, default=FusionOptions.exponent,
+                        help="p of the views' weights cos^p per texel (default %(default)s): higher favours square-on views")
+    parser.add_argument("--discard-angle", type=_discard_angle, default=FusionOptions.discard_angle,
+                        help="views seeing a texel more obliquely than this (degrees) do not count (default %(default)s)")
     parser.add_argument("--save-blend", help="save the .blend with the textures applied here")
     parser.set_defaults(frame=None)
+
+
+def _discard_angle(text):
+    angle = float(text)
+    if not 0 < angle <= 90:
+        raise argparse.ArgumentTypeError(f"--discard-angle must be above 0 and at most 90 degrees, got {angle}")
+    return angle
+
+
+def _fusion(args):
+    return FusionOptions(args.exponent, args.discard_angle)
 
 
 def add_commands(commands):
@@ -114,14 +131,14 @@ def run_bake(args):
     images = _read_views(args.images, len(cameras))
     targets = texture_targets(scene, objects, args.uv, args.texture_size, shared=True)
     views = [see(scene, camera, targets, image.shape[1], image.shape[0]) for camera, image in zip(cameras, images)]
-    baked = bake(targets, views, images)[0]
+    baked = bake(targets, views, images, _fusion(args))[0]
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     print(save_texture(baked, out))
     show_on_objects(baked, out)
     seconds = {"blender": round(time.monotonic() - started, 3), "server": 0.0}
     print(write_report(report_path(out), report_entries(baked, out), views=[camera.name for camera in cameras],
-                       seconds=seconds))
+                       fusion=dataclasses.asdict(_fusion(args)), seconds=seconds))
     _print_summary(baked)
     return save_blend(args)
 
@@ -164,7 +181,7 @@ def _seen_well(targets, views):
     return best
 
 
-def _covered(targets, views, options=FusionOptions()):
+def _covered(targets, views, options):
     """Per target, which texels some view counts for in the fusion (a weight above 0)."""
     covered = [np.zeros(len(target.surface.texels), bool) for target in targets]
     for view in views:
@@ -174,10 +191,10 @@ def _covered(targets, views, options=FusionOptions()):
     return covered
 
 
-def _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height):
+def _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height, fusion):
     """A last view aimed at the surface no view saw, when one of the candidate directions sees
     enough of it, inpainted like a sequential view; None when there is none."""
-    unseen_only = [np.where(covered, 1.0, 0.0).astype(np.float32) for covered in _covered(targets, views)]
+    unseen_only = [np.where(covered, 1.0, 0.0).astype(np.float32) for covered in _covered(targets, views, fusion)]
     camera = next_best_camera(make, objects, targets, unseen_only, width, height, len(cameras) + 1,
                               min_gain=FILL_VIEW_MIN_AREA * sum(float(t.surface.areas.sum()) for t in targets))
     if camera is None:
@@ -186,7 +203,7 @@ def _fill_view(make, scene, objects, targets, cameras, views, images, limits, jo
     cameras.append(camera)
     views.append(see(scene, camera, targets, width, height))
     images.append(texture_generation.inpaint_next_view(
-        scene, camera, views, images, targets, limits, jobs, stem, lambda seen, shown: bake(targets, seen, shown)))
+        scene, camera, views, images, targets, limits, jobs, stem, lambda seen, shown: bake(targets, seen, shown, fusion)))
     return camera.name
 
 
@@ -220,9 +237,11 @@ def run_texture(args):
     with temporary_cameras(scene) as make:
         cameras, views = _texture_views(make, scene, args, objects, targets, width, height)
         print(f"{len(cameras)} views ({args.strategy}), mode {args.mode}, seed {settings.seed}", flush=True)
-        images = _generate(args.mode, scene, cameras, views, targets, limits, jobs, stem)
-        fill_view = _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height)
-        all_baked = bake(targets, views, images)
+        fusion = _fusion(args)
+        images = _generate(args.mode, scene, cameras, views, targets, limits, jobs, stem, fusion)
+        fill_view = _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height,
+                               fusion)
+        all_baked = bake(targets, views, images, fusion)
         entries = {}
         for baked in all_baked:
             path = os.path.join(out, f"{stem}_{baked.target.names[0]}_texture.png")
@@ -235,14 +254,14 @@ def run_texture(args):
                "server": round(jobs.server_seconds, 3)}
     print(write_report(os.path.join(out, f"{stem}_texture_report.json"), entries, views=camera_names,
                        mode=args.mode, strategy=args.strategy, seed=settings.seed, fill_view=fill_view, masks=jobs.masks,
-                       seconds=seconds))
+                       fusion=dataclasses.asdict(fusion), seconds=seconds))
     return save_blend(args)
 
 
-def _generate(mode, scene, cameras, views, targets, limits, jobs, stem):
+def _generate(mode, scene, cameras, views, targets, limits, jobs, stem, fusion):
     if mode == "independent":
         return texture_generation.generate_independent(scene, cameras, limits, jobs, stem)
     if mode == "synchronized":
         return texture_generation.generate_synchronized(scene, cameras, targets, limits, jobs, stem)
     return texture_generation.generate_sequential(
-        scene, cameras, views, targets, limits, jobs, stem, lambda seen, images: bake(targets, seen, images))
+        scene, cameras, views, targets, limits, jobs, stem, lambda seen, images: bake(targets, seen, images, fusion))

@@ -13,6 +13,7 @@ from ..scene.frame_range import frames_depth_advice, frames_problem, start_frame
 from ..scene.request import family_problem
 from . import operators, state
 from .preferences import server_settings
+from .watched import batch_running
 
 
 @dataclass
@@ -31,8 +32,7 @@ def poll_frames():
 
 
 def frames_running():
-    active = state.frame_batch.active
-    return active is not None and not active.batch.finished
+    return batch_running(state.frame_batch)
 
 
 def finish_frames(active, snapshot):

@@ -100,10 +100,7 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
             return
         batch = state.frame_batch.active
         if frames.frames_running():
-            snapshot = batch.batch.snapshot()
-            row = layout.row(align=True)
-            row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
-            row.operator("sd_blender.cancel_frames", text="", icon="CANCEL")
+            _draw_batch_progress(layout, batch.batch, "sd_blender.cancel_frames")
             return
         row = layout.row(align=True)
         row.operator("sd_blender.generate", icon="RENDER_STILL")
@@ -141,14 +138,19 @@ class SDBLENDER_PT_texture(bpy.types.Panel):
         column.prop(settings, "texture_uv_map", icon="UV")
         active = state.texture_batch.active
         if texture.texture_running():
-            snapshot = active.batch.snapshot()
-            row = layout.row(align=True)
-            row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
-            row.operator("sd_blender.cancel_texture", text="", icon="CANCEL")
+            _draw_batch_progress(layout, active.batch, "sd_blender.cancel_texture")
             return
         layout.operator("sd_blender.generate_texture", icon="TEXTURE")
         if active is not None and active.outcome:
             layout.label(text=active.outcome)
+
+
+def _draw_batch_progress(layout, batch, cancel_operator):
+    """A background process's progress bar ("frame N of M: ...") and its cancel button."""
+    snapshot = batch.snapshot()
+    row = layout.row(align=True)
+    row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
+    row.operator(cancel_operator, text="", icon="CANCEL")
 
 
 def _draw_unit(layout, unit):

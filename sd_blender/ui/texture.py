@@ -10,6 +10,7 @@ from ..scene.texels import TexturingError
 from ..scene.texture_batch import show_textures, start_texture, texture_objects, texture_problem
 from . import frames, operators, state
 from .preferences import server_settings
+from .watched import batch_running
 
 
 @dataclass
@@ -26,8 +27,7 @@ def poll_texture():
 
 
 def texture_running():
-    active = state.texture_batch.active
-    return active is not None and not active.batch.finished
+    return batch_running(state.texture_batch)
 
 
 def finish_texture(active, snapshot):
@@ -68,7 +68,7 @@ class SDBLENDER_OT_generate_texture(bpy.types.Operator):
         url, token = server_settings(context)
         try:
             batch, report_path = start_texture(scene, objects, url, token)
-        except TexturingError as error:
+        except ValueError as error:  # TexturingError among them
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         except OSError as error:

@@ -47,6 +47,12 @@ class Watched:
             bpy.app.timers.unregister(self._timer)
 
 
+def batch_running(watched):
+    """Whether the background process `watched` follows (an active with a `batch`) is still at work."""
+    active = watched.active
+    return active is not None and not active.batch.finished
+
+
 def areas(area_type):
     """Every area of this type in every window."""
     for window in bpy.context.window_manager.windows:

@@ -8,10 +8,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,23 +97,14 @@ def _config_with_unet_channels(folder: Path, channels: int, cache_dir: str | Non
     channels, made once in the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
     target = Path(cache_dir or tiny.default_cache_dir()) / "configs" / f"{folder.name}-{key}-unet{channels}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Made beside the target and renamed, as the tiny model is: readers never see half a folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def build(staging: Path) -> None:
         shutil.copytree(folder, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
         unet_config = staging / "unet" / "config.json"
         config = json.loads(unet_config.read_text(encoding="utf-8"))
         unet_config.write_text(json.dumps({**config, "in_channels": channels}, indent=2), encoding="utf-8")
-        os.rename(staging, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return tiny.folder_built_once(target, build)
 
 
 def carried_tokenizers(family: str | None) -> dict:

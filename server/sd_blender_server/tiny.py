@@ -54,15 +54,19 @@ def controlnet_dir(model_dir: Path, control_type: str) -> Path:
 
 def ensure_tiny_model(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build the tiny model into the cache unless it is there; returns its folder."""
-    target = tiny_model_dir(cache_dir)
+    return folder_built_once(tiny_model_dir(cache_dir), _build)
+
+
+def folder_built_once(target: Path, build) -> Path:
+    """`target`, made by build(folder) unless it is there already. Built beside it and renamed: a
+    reader never sees a half-written folder, and two processes building at once both end with the
+    same complete folder."""
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a reader never sees a half-written folder, and two
-    # processes building at once both end with the same complete folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _build(staging)
+        build(staging)
         os.rename(staging, target)
     except OSError:
         if not target.is_dir():

@@ -136,6 +136,7 @@ def test_a_cube_seen_from_six_cameras_bakes_back_into_its_known_texture(textured
     assert entry["uv_map"] == "UVMap" and entry["texture_size"] == TEXTURE_SIZE
     assert len(entry["view_agreement"]["per_view"]) == 6 and entry["view_agreement"]["mean"] < 3.0
     assert report["views"] == [camera.name for camera in cameras]
+    assert report["fusion"] == {"exponent": 3.0, "discard_angle": 75.0}
     assert report["seconds"]["blender"] > 0
 
     cube.data.materials[0] = emission_material("Baked", bpy.data.images.load(str(out)), "UVMap")
@@ -202,7 +203,7 @@ def test_a_map_with_overlapping_islands_is_left_alone_and_sd_bake_made(textured_
     (["--objects", "Cube", "--cameras", "Nope", "--images", "a.png"], "there is no camera object named 'Nope'"),
     (["--objects", "Cube", "--cameras", "Front,Top", "--images", "a.png"], "one image per camera, got 1 image(s) for 2"),
     (["--objects", "Cube", "--cameras", "Front", "--images", "a.png", "--uv", "Nope"], "has no UV map 'Nope'"),
-    (["--objects", "Front", "--cameras", "Front", "--images", "a.png"], "only meshes can be textured"),
+    (["--objects", "Front", "--cameras", "Front", "--images", "a.png"], "Select a mesh object to texture; got 'Front' (CAMERA)"),
 ])
 def test_bake_says_what_to_fix(textured_cube, tmp_path, capsys, arguments, message):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
@@ -210,3 +211,20 @@ def test_bake_says_what_to_fix(textured_cube, tmp_path, capsys, arguments, messa
     assert cli.run(["bake", *arguments, "--texture-size", "512", "--out", str(tmp_path / "t.png")]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t.png").exists()
+
+
+def test_a_narrow_discard_angle_leaves_oblique_views_out(textured_cube, tmp_path, capsys):
+    scene, cube, cameras, _ = textured_cube
+    oblique = look_from(scene, "Oblique", (1.0, -1.0, 0.0))  # 45° from the front and the right face
+    render(scene, oblique, tmp_path / "oblique.png")
+    arguments = ["bake", "--objects", "Cube", "--cameras", "Oblique", "--images", str(tmp_path / "oblique.png"),
+                 "--texture-size", "512", "--out", str(tmp_path / "t.png")]
+    assert cli.run([*arguments, "--discard-angle", "60"]) == 0
+    assert json.loads((tmp_path / "t_report.json").read_text())["objects"]["Cube"]["coverage"] > 0.3
+    assert cli.run([*arguments, "--discard-angle", "40", "--exponent", "1"]) == 0
+    report = json.loads((tmp_path / "t_report.json").read_text())
+    assert report["objects"]["Cube"]["coverage"] == 0.0 and report["fusion"]["discard_angle"] == 40.0
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run([*arguments, "--discard-angle", "100"])
+    assert exit_info.value.code == 2
+    assert "--discard-angle must be above 0 and at most 90 degrees, got 100.0" in capsys.readouterr().err
