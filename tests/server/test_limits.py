@@ -5,7 +5,6 @@ import struct
 import threading
 import time
 import zlib
-from types import SimpleNamespace
 
 import httpx
 import psutil
@@ -339,10 +338,11 @@ def test_finished_jobs_are_bounded_and_old_ids_say_results_expire(busy):
 class _FailingEngine:
     """Fails as the engine reports failures (EngineError), then succeeds."""
 
-    catalog = SimpleNamespace(parameters=lambda request: {"seed": request.seed})
-
     def __init__(self):
         self.errors = [OutOfMemory(), GenerationFailed("ValueError: something else")]
+
+    def parameters(self, request):
+        return {"seed": request.seed}
 
     def generate(self, request, on_step=None, should_cancel=None):
         if self.errors:
