@@ -24,12 +24,16 @@ from .apply import as_scene_camera
 from .passes import read_image
 from .request import prepare_request
 from .texels import TexturingError, see
+from .texturing import FusionOptions, bake
+from .views import next_best_camera
 
 MODES = ("sequential", "synchronized", "independent")
 REFINE_STRENGTH = 0.4  # how much of a refine region is repainted
 GREY_INIT = 0.5  # the init image's colour where no texture is there yet
 LATENT_SCALE = 8  # the VAE's downsampling: the correspondence is sent at latent size
 NEIGHBOUR_VIEWS = 2  # views each view's self-attention also reads in a synchronized job
+# A last view is aimed at the unseen surface when it would see at least this fraction of the area.
+FILL_VIEW_MIN_AREA = 0.005
 
 
 @dataclass
@@ -78,39 +82,103 @@ def _read(path):
     return read_image(path)[:, :, :3]
 
 
-def generate_independent(scene, cameras, limits, jobs, stem):
-    images = []
-    for index, camera in enumerate(cameras):
-        print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
-        body = view_request(scene, camera, limits)
-        images.append(_read(jobs.run(body, f"{stem}_view_{index + 1:02d}", f"view {index + 1}")[0]))
-    return images
+@dataclass
+class TextureRun:
+    """One texturing's views generated on the server: the scene, the targets (texels.Target), the
+    server's limits, the jobs' runner (ViewJobs), the files' stem and how views are fused."""
 
+    scene: object
+    targets: list
+    limits: dict | None
+    jobs: ViewJobs
+    stem: str
+    fusion: FusionOptions
 
-def generate_sequential(scene, cameras, views, targets, limits, jobs, stem, bake):
-    """`bake(views, images)` fuses the views so far into each target's texture (texturing.bake)."""
-    images = []
-    for index, camera in enumerate(cameras):
-        print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
-        if index == 0:
-            body = view_request(scene, camera, limits)
-            images.append(_read(jobs.run(body, f"{stem}_view_01", "view 1")[0]))
-        else:
-            images.append(inpaint_next_view(scene, camera, views[:index + 1], images, targets, limits, jobs, stem, bake))
-    return images
+    def generate(self, mode, cameras, views):
+        """The views' images (H, W, 3 floats), in order, as `mode` (MODES) makes them."""
+        if mode == "independent":
+            return [self._free_view(index, camera, len(cameras)) for index, camera in enumerate(cameras)]
+        if mode == "synchronized":
+            return self._synchronized(cameras)
+        images = []
+        for index, camera in enumerate(cameras):
+            if index == 0:
+                images.append(self._free_view(0, camera, len(cameras)))
+            else:
+                print(f"view {index + 1} of {len(cameras)} ({camera.name})", flush=True)
+                images.append(self._inpainted(camera, views[:index + 1], images))
+        return images
 
+    def fill_view(self, make, objects, cameras, views, images, width, height):
+        """A last view aimed at the surface no view counts for, when one of the next-best
+        candidates sees at least FILL_VIEW_MIN_AREA of it, inpainted like a sequential view and
+        added to cameras, views and images; its camera's name, or None."""
+        unseen_only = [np.where(covered, 1.0, 0.0).astype(np.float32) for covered in self._covered(views)]
+        total_area = sum(float(target.surface.areas.sum()) for target in self.targets)
+        camera = next_best_camera(make, objects, self.targets, unseen_only, width, height, len(cameras) + 1,
+                                  min_gain=FILL_VIEW_MIN_AREA * total_area)
+        if camera is None:
+            return None
+        print(f"view {len(cameras) + 1}: aimed at what no view saw ({camera.name})", flush=True)
+        cameras.append(camera)
+        views.append(see(self.scene, camera, self.targets, width, height))
+        images.append(self._inpainted(camera, views, images))
+        return camera.name
 
-def inpaint_next_view(scene, camera, views, images, targets, limits, jobs, stem, bake):
-    """The image of the last of `views` (seen from `camera`), inpainted over the texture that the
-    views before it (with their `images`) make: only what they missed or saw badly is repainted."""
-    index = len(views) - 1
-    best = best_cosines(targets, views[:index])
-    textures = [baked.pixels for baked in bake(views[:index], images)]
-    body = view_request(scene, camera, limits)
-    image = _inpainted_view(body, views[index], targets, textures, best, jobs, f"{stem}_view_{index + 1:02d}",
-                            f"view {index + 1}")
-    write_png(view_path(jobs.out, stem, index), np.round(image * 255).astype(np.uint8))
-    return image
+    def _covered(self, views):
+        """Per target, which texels some view counts for in the fusion (a weight above 0)."""
+        covered = [np.zeros(len(target.surface.texels), bool) for target in self.targets]
+        for view in views:
+            for target_covered, samples in zip(covered, view.samples):
+                weights = samples.weights(self.fusion.exponent, self.fusion.discard_angle)
+                target_covered[samples.texels[weights > 0]] = True
+        return covered
+
+    def _request(self, camera):
+        return view_request(self.scene, camera, self.limits)
+
+    def _free_view(self, index, camera, count):
+        print(f"view {index + 1} of {count} ({camera.name})", flush=True)
+        paths = self.jobs.run(self._request(camera), f"{self.stem}_view_{index + 1:02d}", f"view {index + 1}")
+        return _read(paths[0])
+
+    def _inpainted(self, camera, views, images):
+        """The image of the last of `views` (seen from `camera`), inpainted over the texture the
+        views before it make with their `images`: only what they missed or saw badly is repainted."""
+        index = len(views) - 1
+        best = best_cosines(self.targets, views[:index])
+        textures = [baked.pixels for baked in bake(self.targets, views[:index], images, self.fusion)]
+        current, visible, cosines, best_here = _current_view(views[index], self.targets, textures, best)
+        masks = sequential.view_masks(visible, cosines, best_here)
+        view_stem = f"{self.stem}_view_{index + 1:02d}"
+        mask_path = os.path.join(self.jobs.out, f"{self.stem}_mask_{index + 1:02d}.png")
+        write_png(mask_path, masks.image())
+        self.jobs.masks.append(mask_path)
+        body = self._request(camera)
+        image = current
+        refine_strength = max(REFINE_STRENGTH, 1.0 / body["steps"])  # at least one denoising step runs
+        for mask, strength, part in ((masks.generate, 1.0, "generate"), (masks.refine, refine_strength, "refine")):
+            if mask.any():
+                inpaint = dict(body, init_image=_png_base64(image), mask_image=_png_base64(mask * 1.0), strength=strength)
+                image = _read(self.jobs.run(inpaint, f"{view_stem}_{part}", f"view {index + 1} ({part})")[0])
+        image = sequential.composite(current, image, masks.blend)
+        write_png(view_path(self.jobs.out, self.stem, index), np.round(image * 255).astype(np.uint8))
+        return image
+
+    def _synchronized(self, cameras):
+        """All views in one server job; their images, in order."""
+        most = ((self.limits or {}).get("views") or {}).get("max")
+        if most is not None and len(cameras) > most:
+            raise TexturingError(f"this server takes at most {most} views in a synchronized job (its --max-views), "
+                                 f"not {len(cameras)}: ask for fewer views, or use the sequential mode")
+        bodies = [self._request(camera) for camera in cameras]
+        body = synchronized_body(self.scene, cameras, bodies, self.targets)
+        print(f"{len(cameras)} views in one synchronized job", flush=True)
+        paths = self.jobs.run(body, f"{self.stem}_views", f"the {len(cameras)} synchronized views",
+                              route="/v1/texture-jobs")
+        for index, path in enumerate(paths):
+            os.replace(path, view_path(self.jobs.out, self.stem, index))
+        return [_read(view_path(self.jobs.out, self.stem, index)) for index in range(len(paths))]
 
 
 def best_cosines(targets, views):
@@ -120,22 +188,6 @@ def best_cosines(targets, views):
         for target_best, samples in zip(best, view.samples):
             target_best[samples.texels] = np.maximum(target_best[samples.texels], samples.cosines)
     return best
-
-
-def _inpainted_view(body, view, targets, textures, best, jobs, view_stem, what):
-    """Repaint what is new in this view over the current texture rendered into it."""
-    current, visible, cosines, best_here = _current_view(view, targets, textures, best)
-    masks = sequential.view_masks(visible, cosines, best_here)
-    mask_path = os.path.join(jobs.out, view_stem.replace("_view_", "_mask_") + ".png")
-    write_png(mask_path, masks.image())
-    jobs.masks.append(mask_path)
-    image = current
-    refine_strength = max(REFINE_STRENGTH, 1.0 / body["steps"])  # at least one denoising step runs
-    for mask, strength, part in ((masks.generate, 1.0, "generate"), (masks.refine, refine_strength, "refine")):
-        if mask.any():
-            inpaint = dict(body, init_image=_png_base64(image), mask_image=_png_base64(mask * 1.0), strength=strength)
-            image = _read(jobs.run(inpaint, f"{view_stem}_{part}", f"{what} ({part})")[0])
-    return sequential.composite(current, image, masks.blend)
 
 
 def _current_view(view, targets, textures, best):
@@ -161,35 +213,26 @@ def _png_base64(pixels):
     return base64.b64encode(encode_png(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))).decode("ascii")
 
 
-def generate_synchronized(scene, cameras, targets, limits, jobs, stem):
-    """All views in one server job; returns their images, in order."""
-    most = ((limits or {}).get("views") or {}).get("max")
-    if most is not None and len(cameras) > most:
-        raise TexturingError(f"this server takes at most {most} views in a synchronized job (its --max-views), "
-                             f"not {len(cameras)}: ask for fewer views, or use the sequential mode")
-    bodies = [view_request(scene, camera, limits) for camera in cameras]
+def synchronized_body(scene, cameras, bodies, targets):
+    """The body of POST /v1/texture-jobs from the views' own job bodies: their controls, and what
+    each latent pixel of each view sees of the texture."""
     width, height = bodies[0]["width"], bodies[0]["height"]
     grid = math.ceil(math.sqrt(len(targets)))
     correspondences = [
         _atlas_correspondence(see(scene, camera, targets, width // LATENT_SCALE, height // LATENT_SCALE).maps, grid)
         for camera in cameras
     ]
-    body = {key: value for key, value in bodies[0].items() if key not in ("controls", "num_images", "guess_mode")}
-    body.pop("init_image", None), body.pop("strength", None)
+    left_out = ("controls", "num_images", "guess_mode", "init_image", "strength")
+    body = {key: value for key, value in bodies[0].items() if key not in left_out}
     # One latent texel per latent pixel of a view across the whole UV square: finer textures keep
     # more of each view's detail, coarser ones make the views agree more (measured: docs/texturing.md).
     body["texture_size"] = min(max(width, height) // LATENT_SCALE * grid, 1024)
-    neighbours = nearest_views(cameras)
     body["views"] = [
         {"controls": view_body["controls"], "correspondence": base64.b64encode(table.tobytes()).decode("ascii"),
          "neighbours": view_neighbours}
-        for view_body, table, view_neighbours in zip(bodies, correspondences, neighbours)
+        for view_body, table, view_neighbours in zip(bodies, correspondences, nearest_views(cameras))
     ]
-    print(f"{len(cameras)} views in one synchronized job", flush=True)
-    paths = jobs.run(body, f"{stem}_views", f"the {len(cameras)} synchronized views", route="/v1/texture-jobs")
-    for index, path in enumerate(paths):
-        os.replace(path, view_path(jobs.out, stem, index))
-    return [_read(view_path(jobs.out, stem, index)) for index in range(len(paths))]
+    return body
 
 
 def nearest_views(cameras, count=NEIGHBOUR_VIEWS):

@@ -16,7 +16,7 @@ import numpy as np
 from mathutils import Vector
 
 from ..core import fusion
-from .texels import TexturingError
+from .texels import TexturingError, see
 
 STRATEGIES = ("orbit", "cameras", "active")
 FIELD_OF_VIEW = math.radians(40.0)
@@ -32,8 +32,6 @@ WELL_SEEN_COSINE = 0.5
 
 def orbit_directions(count):
     """Unit vectors from the centre towards the cameras, the first one from the front (−Y)."""
-    if count < 1:
-        raise TexturingError("at least one view is needed")
     poles = [(0.0, 0.0, 1.0), (0.0, 0.0, -1.0)] if count >= 6 else []
     ring_count = count - len(poles)
     rings = [(15.0, ring_count)] if ring_count <= 8 else [(30.0, ring_count - ring_count // 2), (-20.0, ring_count // 2)]
@@ -157,3 +155,36 @@ def _scoring_camera(centre, direction, radius):
     world.translation = Vector(centre) + Vector(direction) * distance
     projection = fusion.perspective(FIELD_OF_VIEW, _SCORING_SIZE, _SCORING_SIZE, distance * 1e-3, distance + radius * 2)
     return fusion.Camera(np.array(world.inverted()), projection, _SCORING_SIZE, _SCORING_SIZE)
+
+
+def placed_views(make, scene, strategy, count, camera_names, objects, targets, width, height):
+    """The views' cameras as the strategy says (STRATEGIES; `count` views for orbit and active,
+    the cameras named for cameras), and what each sees (texels.SeenView)."""
+    if strategy == "cameras":
+        cameras = user_cameras(camera_names)
+        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
+    if count < 1:
+        raise TexturingError(f"at least one view is needed, not {count}")
+    if strategy == "orbit":
+        cameras = orbit_cameras(make, objects, count, width, height)
+        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
+    if scene.camera is None:
+        raise TexturingError("the active strategy starts from the scene camera: the scene has none")
+    cameras, views = [scene.camera], [see(scene, scene.camera, targets, width, height)]
+    while len(cameras) < count:
+        camera = next_best_camera(make, objects, targets, seen_well(targets, views), width, height, len(cameras) + 1)
+        if camera is None:
+            break
+        cameras.append(camera)
+        views.append(see(scene, camera, targets, width, height))
+    return cameras, views
+
+
+def seen_well(targets, views):
+    """Per target, each texel's best cosine × frame feather over the views."""
+    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
+    for view in views:
+        for target_best, samples in zip(best, view.samples):
+            seen_here = samples.cosines * samples.feather
+            target_best[samples.texels] = np.maximum(target_best[samples.texels], seen_here)
+    return best

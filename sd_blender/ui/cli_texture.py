@@ -10,7 +10,6 @@ import secrets
 import time
 
 import bpy
-import numpy as np
 
 from ..core.client import DEFAULT_SERVER_URL, ServerClient
 from ..core.job import GenerationJob
@@ -20,15 +19,13 @@ from ..scene.passes import read_image
 from ..scene.request import generation_size
 from ..scene.texels import TexturingError, see, texture_targets
 from ..scene.texturing import FusionOptions, bake, report_entries, save_texture, show_on_objects, write_report
-from ..scene.views import STRATEGIES, next_best_camera, orbit_cameras, temporary_cameras, user_cameras
+from ..scene.views import STRATEGIES, placed_views, temporary_cameras, user_cameras
 from .cli_common import (
     HOW_TO_RETRY, add_pass_arguments, apply_arguments, control_units, open_scene, save_blend, server_limits,
     wait_with_progress,
 )
 
 TEXTURE_SIZES = (512, 4096)
-# A last view is aimed at the unseen surface when it would see at least this fraction of the area.
-FILL_VIEW_MIN_AREA = 0.005
 
 
 def _names(text):
@@ -149,64 +146,6 @@ def _print_summary(baked):
     print(f"{', '.join(baked.target.names)}: coverage {baked.coverage:.1%} in UV map '{baked.target.uv_name}'{agreement}")
 
 
-def _texture_views(make, scene, args, objects, targets, width, height):
-    """The views' cameras as --strategy says, and what each sees (texels.SeenView)."""
-    if args.strategy == "cameras":
-        cameras = user_cameras(args.cameras)
-        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
-    if args.views < 1:
-        raise TexturingError(f"--views must be at least 1, got {args.views}")
-    if args.strategy == "orbit":
-        cameras = orbit_cameras(make, objects, args.views, width, height)
-        return cameras, [see(scene, camera, targets, width, height) for camera in cameras]
-    if scene.camera is None:
-        raise TexturingError("--strategy active starts from the scene camera: the scene has none")
-    cameras, views = [scene.camera], [see(scene, scene.camera, targets, width, height)]
-    while len(cameras) < args.views:
-        camera = next_best_camera(make, objects, targets, _seen_well(targets, views), width, height, len(cameras) + 1)
-        if camera is None:
-            break
-        cameras.append(camera)
-        views.append(see(scene, camera, targets, width, height))
-    return cameras, views
-
-
-def _seen_well(targets, views):
-    """Per target, each texel's best cosine × frame feather over the views."""
-    best = [np.zeros(len(target.surface.texels), np.float32) for target in targets]
-    for view in views:
-        for target_best, samples in zip(best, view.samples):
-            seen_here = samples.cosines * samples.feather
-            target_best[samples.texels] = np.maximum(target_best[samples.texels], seen_here)
-    return best
-
-
-def _covered(targets, views, options):
-    """Per target, which texels some view counts for in the fusion (a weight above 0)."""
-    covered = [np.zeros(len(target.surface.texels), bool) for target in targets]
-    for view in views:
-        for target_covered, samples in zip(covered, view.samples):
-            weights = samples.weights(options.exponent, options.discard_angle)
-            target_covered[samples.texels[weights > 0]] = True
-    return covered
-
-
-def _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height, fusion):
-    """A last view aimed at the surface no view saw, when one of the candidate directions sees
-    enough of it, inpainted like a sequential view; None when there is none."""
-    unseen_only = [np.where(covered, 1.0, 0.0).astype(np.float32) for covered in _covered(targets, views, fusion)]
-    camera = next_best_camera(make, objects, targets, unseen_only, width, height, len(cameras) + 1,
-                              min_gain=FILL_VIEW_MIN_AREA * sum(float(t.surface.areas.sum()) for t in targets))
-    if camera is None:
-        return None
-    print(f"view {len(cameras) + 1}: aimed at what no view saw ({camera.name})", flush=True)
-    cameras.append(camera)
-    views.append(see(scene, camera, targets, width, height))
-    images.append(texture_generation.inpaint_next_view(
-        scene, camera, views, images, targets, limits, jobs, stem, lambda seen, shown: bake(targets, seen, shown, fusion)))
-    return camera.name
-
-
 def _fix_seed(settings):
     """Every view gets one seed: the scene's, or a random one chosen now."""
     if settings.use_random_seed:
@@ -235,12 +174,13 @@ def run_texture(args):
         wait=wait_with_progress, out=out,
     )
     with temporary_cameras(scene) as make:
-        cameras, views = _texture_views(make, scene, args, objects, targets, width, height)
+        cameras, views = placed_views(make, scene, args.strategy, args.views, args.cameras, objects, targets, width,
+                                      height)
         print(f"{len(cameras)} views ({args.strategy}), mode {args.mode}, seed {settings.seed}", flush=True)
         fusion = _fusion(args)
-        images = _generate(args.mode, scene, cameras, views, targets, limits, jobs, stem, fusion)
-        fill_view = _fill_view(make, scene, objects, targets, cameras, views, images, limits, jobs, stem, width, height,
-                               fusion)
+        run = texture_generation.TextureRun(scene, targets, limits, jobs, stem, fusion)
+        images = run.generate(args.mode, cameras, views)
+        fill_view = run.fill_view(make, objects, cameras, views, images, width, height)
         all_baked = bake(targets, views, images, fusion)
         entries = {}
         for baked in all_baked:
@@ -256,12 +196,3 @@ def run_texture(args):
                        mode=args.mode, strategy=args.strategy, seed=settings.seed, fill_view=fill_view, masks=jobs.masks,
                        fusion=dataclasses.asdict(fusion), seconds=seconds))
     return save_blend(args)
-
-
-def _generate(mode, scene, cameras, views, targets, limits, jobs, stem, fusion):
-    if mode == "independent":
-        return texture_generation.generate_independent(scene, cameras, limits, jobs, stem)
-    if mode == "synchronized":
-        return texture_generation.generate_synchronized(scene, cameras, targets, limits, jobs, stem)
-    return texture_generation.generate_sequential(
-        scene, cameras, views, targets, limits, jobs, stem, lambda seen, images: bake(targets, seen, images, fusion))
