@@ -1,7 +1,9 @@
 """Time the Blender side of whole-object texturing: `python bench/texture_bench.py [--triangles 20000]
-[--views 8] [--view-size 512] [--texture-size 2048] [--runs 3]`.
+[--views 8] [--view-size 512] [--texture-size 2048] [--runs 3] [--smart-uv]`.
 
-A UV sphere of about --triangles triangles (its own UV map), --views orbit views around it, and
+A UV sphere of about --triangles triangles (its own UV map, which fills the whole UV square: the
+most texels a layout can have; with --smart-uv it has none, so the bake makes "SD Bake" by Smart UV
+Project, once, timed apart, as for a mesh without UVs), --views orbit views around it, and
 for each run: the texels of the texture (UV rasterisation), each view's geometry render and its
 correspondence with the texels (visibility, cosines, the view's own rasterisation), the fusion
 of --views images into the texture with dilation and filling, and the PNG written. The images
@@ -24,18 +26,21 @@ sys.path[:0] = [str(REPO_ROOT)]
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
-from sd_blender.scene.texels import see, texture_targets  # noqa: E402
+from sd_blender.scene.texels import bake_uv_names, see, texture_targets  # noqa: E402
 from sd_blender.scene.texturing import bake, save_texture  # noqa: E402
 from sd_blender.scene.views import orbit_cameras, temporary_cameras  # noqa: E402
 
 
-def sphere(triangles):
-    """A UV sphere with about `triangles` triangles: rings × segments quads, two triangles each."""
+def sphere(triangles, smart_uv):
+    """A UV sphere with about `triangles` triangles: rings × segments quads, two triangles each;
+    without UV map when `smart_uv`."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
     segments = max(int(math.sqrt(triangles / 2) * 1.4), 8)
     rings = max(triangles // (2 * segments), 4)
     bpy.ops.mesh.primitive_uv_sphere_add(segments=segments, ring_count=rings, radius=1.0)
     obj = bpy.context.active_object
+    if smart_uv:
+        obj.data.uv_layers.remove(obj.data.uv_layers[0])
     obj.data.calc_loop_triangles()
     return obj, len(obj.data.loop_triangles)
 
@@ -44,7 +49,7 @@ def one_run(scene, obj, views, view_size, texture_size, folder):
     """Seconds per phase of one texturing's Blender side."""
     seconds = {}
     started = time.perf_counter()
-    targets = texture_targets(scene, [obj], None, texture_size, shared=False)
+    targets = texture_targets(scene, [obj], None, texture_size, shared=False, view_side=view_size)
     seconds["texels"] = time.perf_counter() - started
     with temporary_cameras(scene) as make:
         cameras = orbit_cameras(make, [obj], views, view_size, view_size)
@@ -70,16 +75,23 @@ def main():
     parser.add_argument("--view-size", type=int, default=512)
     parser.add_argument("--texture-size", type=int, default=2048)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smart-uv", action="store_true", help="no UV map: the bake makes 'SD Bake' first")
     args = parser.parse_args()
-    obj, triangles = sphere(args.triangles)
+    obj, triangles = sphere(args.triangles, args.smart_uv)
     scene = bpy.context.scene
+    if args.smart_uv:
+        started = time.perf_counter()
+        bake_uv_names(scene, [obj], None)
+        print(f"Smart UV Project into 'SD Bake' (once per object): {time.perf_counter() - started:.2f} s")
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.runs):
             seconds, coverage = one_run(scene, obj, args.views, args.view_size, args.texture_size, folder)
             runs.append(seconds)
+    texels = len(texture_targets(scene, [obj], None, args.texture_size, shared=False, view_side=args.view_size)[0].surface.texels)
     print(f"Blender {bpy.app.version_string}, {triangles} triangles, {args.views} views of {args.view_size}², "
-          f"texture {args.texture_size}², coverage {coverage:.1%}, {args.runs} runs (median seconds):")
+          f"texture {args.texture_size}² (fused in {texels} texels on the surface), coverage {coverage:.1%}, {args.runs} runs "
+          "(median seconds):")
     for phase in runs[0]:
         print(f"  {phase:7s} {statistics.median(run[phase] for run in runs):6.2f}")
 

@@ -105,6 +105,32 @@ class TexelSurface:
         return out.reshape((self.size, self.size) + values.shape[1:])
 
 
+def fusion_size(texture_size, view_side=None):
+    """The side of the texel grid views `view_side` pixels across are fused in: the texture's, or
+    twice the views' side when that is smaller (finer texels hold no more of what the views show;
+    the texture is sized up from it, sized_up)."""
+    if view_side is None:
+        return texture_size
+    return min(texture_size, 2 * view_side)
+
+
+def sized_up(image, size):
+    """A filled texture (no texel left empty, see fill_unseen) bilinearly resampled to
+    size × size, one axis at a time."""
+    if image.shape[0] == size:
+        return image
+    return _resampled_rows(_resampled_rows(image, size).transpose(1, 0, 2), size).transpose(1, 0, 2)
+
+
+def _resampled_rows(image, count):
+    """`image` with `count` rows, each interpolated linearly between the two nearest (pixel centres)."""
+    centres = np.clip((np.arange(count) + 0.5) * (image.shape[0] / count) - 0.5, 0, image.shape[0] - 1)
+    low = np.floor(centres).astype(np.int64)
+    high = np.minimum(low + 1, image.shape[0] - 1)
+    weight = (centres - low).astype(np.float32)[:, None, None]
+    return image[low] * (1 - weight) + image[high] * weight
+
+
 def texel_surface(mesh, size):
     coverage = rasterize(mesh.uv_pixels(size), size, size)
     covered = coverage.covered.ravel()

@@ -24,18 +24,21 @@ class TexturingError(ValueError):
 @dataclass
 class Target:
     """Meshes sharing one texture: their names, the UV map baked into, their triangles (world
-    space, evaluated) and the texels of the texture they cover."""
+    space, evaluated), the texture's side and the texels the views are fused in (at most as fine
+    as the texture)."""
 
     names: list
     uv_name: str
     mesh: fusion.Mesh
+    size: int
     surface: fusion.TexelSurface
 
 
-def texture_targets(scene, objects, uv_name, size, shared):
+def texture_targets(scene, objects, uv_name, size, shared, view_side=None):
     """One Target per object, or one for all of them when `shared` (their islands must not
     overlap each other). `uv_name`: the UV map to bake into (None: the active one if it can
-    take a bake, else "SD Bake", made once)."""
+    take a bake, else "SD Bake", made once). Views `view_side` pixels across are fused at
+    fusion.fusion_size(size, view_side) texels, then the texture is sized up."""
     uv_names = bake_uv_names(scene, objects, uv_name)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     meshes = {obj.name: world_mesh(obj, depsgraph, uv_names[obj.name]) for obj in objects}
@@ -49,7 +52,8 @@ def texture_targets(scene, objects, uv_name, size, shared):
                 "bake them one at a time (or lay them out in one UV space)"
             )
         names = [obj.name for obj in group]
-        targets.append(Target(names, uv_names[names[0]], mesh, fusion.texel_surface(mesh, size)))
+        surface = fusion.texel_surface(mesh, fusion.fusion_size(size, view_side))
+        targets.append(Target(names, uv_names[names[0]], mesh, size, surface))
     return targets
 
 

@@ -46,8 +46,8 @@ def bake(targets, views, images, options=FusionOptions()):
         fused = fusion.fuse(images, samples, weights)
         surface = target.surface
         known = surface.image(fused.seen.astype(np.float32)) > 0
-        dilation = max(DILATION_AT_2048 * surface.size // 2048, 2)
-        pixels = np.clip(fusion.fill_unseen(surface.image(fused.colours), known, dilation), 0.0, 1.0)
+        filled = fusion.fill_unseen(surface.image(fused.colours), known, _dilation(surface.size))
+        pixels = np.clip(fusion.sized_up(filled, target.size), 0.0, 1.0)
         agreement = [
             fusion.view_agreement(
                 image, fusion.render_into_view(pixels, view.maps[index]),
@@ -57,6 +57,12 @@ def bake(targets, views, images, options=FusionOptions()):
         ]
         baked.append(BakedTexture(target, pixels, fusion.coverage(surface, fused.seen), agreement))
     return baked
+
+
+def _dilation(size):
+    """Rings of texels dilated at this fusion size: 16 at 2048, as many texels of the texture
+    when it is sized up from a coarser fusion."""
+    return max(DILATION_AT_2048 * size // 2048, 2)
 
 
 def save_texture(baked, path):
@@ -79,7 +85,7 @@ def report_entries(baked, path):
     entry = {
         "texture": os.path.abspath(path),
         "uv_map": baked.target.uv_name,
-        "texture_size": baked.target.surface.size,
+        "texture_size": baked.target.size,
         "coverage": round(baked.coverage, 6),
         "view_agreement": {
             "per_view": [None if value is None else round(value, 3) for value in baked.agreement],

@@ -180,3 +180,16 @@ def test_dilation_extends_islands_by_their_edge_colours():
     assert np.allclose(filled[8:24, 4], [1, 0, 0]) and np.allclose(filled[8:24, 27], [0, 0, 1])
     assert np.allclose(filled[4, 10], [1, 0, 0]) and np.allclose(filled[27, 21], [0, 0, 1])
     assert (filled.max(axis=-1) > 0).all(), "nothing is left black"
+
+
+def test_views_are_fused_no_finer_than_twice_their_size_and_sized_up_smoothly():
+    assert fusion.fusion_size(2048, 512) == 1024 and fusion.fusion_size(512, 512) == 512
+    assert fusion.fusion_size(2048) == 2048
+    x = (np.arange(64) + 0.5) / 64
+    ramp = np.repeat(np.stack([x, 1 - x, 0.5 + 0 * x], axis=-1)[None], 64, axis=0).astype(np.float32)
+    bigger = fusion.sized_up(ramp, 256)
+    assert bigger.shape == (256, 256, 3)
+    fine_x = (np.arange(256) + 0.5) / 256
+    inside = (fine_x > 1 / 64) & (fine_x < 1 - 1 / 64)  # between the outermost texel centres
+    assert np.allclose(bigger[100, inside, 0], fine_x[inside], atol=1e-5)
+    assert np.allclose(bigger[:, :, 2], 0.5)
