@@ -51,7 +51,8 @@ def start_texture(scene, objects, server_url, token):
     arguments = [
         "--scene", scene.name, "--objects", ",".join(obj.name for obj in objects),
         "--strategy", strategy, "--views", str(count), "--mode", settings.texture_mode.lower(),
-        "--texture-size", settings.texture_size, "--out", out, "--server", server_url,
+        "--texture-size", settings.texture_size, "--exponent", f"{settings.texture_exponent:g}",
+        "--discard-angle", f"{settings.texture_discard_angle:g}", "--out", out, "--server", server_url,
     ]
     if strategy == "cameras":
         arguments += ["--cameras", ",".join(camera.name for camera in cameras)]

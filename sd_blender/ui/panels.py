@@ -136,6 +136,9 @@ class SDBLENDER_PT_texture(bpy.types.Panel):
         column.prop(settings, "texture_mode", text="")
         column.prop(settings, "texture_size", text="")
         column.prop(settings, "texture_uv_map", icon="UV")
+        row = layout.row(align=True)
+        row.prop(settings, "texture_exponent")
+        row.prop(settings, "texture_discard_angle")
         active = state.texture_batch.active
         if texture.texture_running():
             _draw_batch_progress(layout, active.batch, "sd_blender.cancel_texture")

@@ -5,6 +5,7 @@ from ..core.lineart import DEFAULT_THRESHOLD
 from ..core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass
 from ..core.segmentation import ADE20K_CLASSES
 from ..scene.passes import PASSES
+from ..scene.texturing import FusionOptions
 from . import state
 
 APPLY_TARGETS = (
@@ -167,6 +168,14 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     texture_strategy: bpy.props.EnumProperty(name="Views", items=TEXTURE_STRATEGIES, default="ORBIT")
     texture_mode: bpy.props.EnumProperty(name="Mode", items=TEXTURE_MODES, default="SEQUENTIAL")
     texture_size: bpy.props.EnumProperty(name="Texture size", items=TEXTURE_SIZES, default="2048")
+    texture_exponent: bpy.props.FloatProperty(
+        name="Angle falloff", min=0.0, soft_max=8.0, default=FusionOptions.exponent,
+        description="p of the views' weights cos^p per texel: higher favours the view that sees a spot square on",
+    )
+    texture_discard_angle: bpy.props.FloatProperty(
+        name="Discard angle", min=1.0, max=90.0, default=FusionOptions.discard_angle,
+        description="Views seeing a spot more obliquely than this (degrees) do not count for it",
+    )
     texture_uv_map: bpy.props.StringProperty(
         name="UV map", search=_uv_map_names,
         description="The UV map to bake into; empty: the active one when its islands are apart, else a new 'SD Bake'",

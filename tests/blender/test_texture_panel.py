@@ -1,6 +1,7 @@
 """Generate Texture from the panel: a background process (here `python -m sd_blender texture`, as
 Blender runs as a Python module) textures the selected cube against the live tiny-model server
 while Blender stays free; the panel shows "view N of M" and Cancel stops it."""
+import json
 import os
 
 import bpy
@@ -22,6 +23,7 @@ def selected_cube(addon, tmp_path):
     settings.width = settings.height = 64
     settings.control_units.add().kind = "depth"
     settings.texture_views, settings.texture_size = 3, "512"
+    settings.texture_exponent, settings.texture_discard_angle = 2.0, 80.0
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "cube.blend"))
     cube.select_set(True)
     return cube
@@ -49,7 +51,10 @@ def test_generate_texture_returns_at_once_and_shows_the_texture_on_the_cube(sele
     tree = selected_cube.material_slots[0].material.node_tree
     assert tree.nodes["SD Texture Image"].image.filepath.endswith("cube_Scene_Cube_texture.png")
     assert tree.nodes["SD Texture UV Map"].uv_map == "UVMap"
-    assert ("operator", "sd_blender.generate_texture") in draw(panels.SDBLENDER_PT_texture)
+    report = json.loads((folder / "cube_Scene_texture_report.json").read_text())
+    assert report["fusion"] == {"exponent": 2.0, "discard_angle": 80.0}  # the panel's
+    drawn = draw(panels.SDBLENDER_PT_texture)
+    assert ("operator", "sd_blender.generate_texture") in drawn and ("prop", "texture_discard_angle") in drawn
 
 
 def test_cancel_stops_the_texture_and_says_how_far_it_got(selected_cube, server):
