@@ -35,26 +35,35 @@ class Target:
 
 
 def texture_targets(scene, objects, uv_name, size, shared, view_side=None):
-    """One Target per object, or one for all of them when `shared` (their islands must not
-    overlap each other). `uv_name`: the UV map to bake into (None: the active one if it can
+    """One Target per object (objects sharing a mesh share one, baked from the first of them), or
+    one for all of them when `shared` (their islands must not overlap each other). `uv_name`: the UV map to bake into (None: the active one if it can
     take a bake, else "SD Bake", made once). Views `view_side` pixels across are fused at
     fusion.fusion_size(size, view_side) texels, then the texture is sized up."""
     uv_names = bake_uv_names(scene, objects, uv_name)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     meshes = {obj.name: world_mesh(obj, depsgraph, uv_names[obj.name]) for obj in objects}
-    groups = [list(objects)] if shared else [[obj] for obj in objects]
-    targets = []
-    for group in groups:
-        mesh = _joined([meshes[obj.name] for obj in group])
-        if shared and len(group) > 1 and fusion.usable_for_baking(mesh) is not None:
+    if shared:
+        mesh = _joined([meshes[obj.name] for obj in objects])
+        if len(objects) > 1 and fusion.usable_for_baking(mesh) is not None:
             raise TexturingError(
-                f"the UV islands of {', '.join(obj.name for obj in group)} overlap each other: "
+                f"the UV islands of {', '.join(obj.name for obj in objects)} overlap each other: "
                 "bake them one at a time (or lay them out in one UV space)"
             )
-        names = [obj.name for obj in group]
-        surface = fusion.texel_surface(mesh, fusion.fusion_size(size, view_side))
-        targets.append(Target(names, uv_names[names[0]], mesh, size, surface))
-    return targets
+        groups = [([obj.name for obj in objects], mesh)]
+    else:
+        groups = [([obj.name for obj in group], meshes[group[0].name]) for group in _by_mesh(objects)]
+    surface_size = fusion.fusion_size(size, view_side)
+    return [Target(names, uv_names[names[0]], mesh, size, fusion.texel_surface(mesh, surface_size))
+            for names, mesh in groups]
+
+
+def _by_mesh(objects):
+    """The objects grouped by the mesh they share (linked duplicates share its materials, so one
+    texture, baked from the first of them, shows on all)."""
+    groups = {}
+    for obj in objects:
+        groups.setdefault(obj.data.as_pointer(), []).append(obj)
+    return list(groups.values())
 
 
 def bake_uv_names(scene, objects, uv_name):

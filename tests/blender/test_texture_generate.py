@@ -101,3 +101,21 @@ def test_more_views_than_the_server_takes_in_one_job_are_refused_before_renderin
     assert ("this server takes at most 16 views in a synchronized job (its --max-views), not 17"
             in capsys.readouterr().err)
     assert not list((tmp_path / "out").glob("*_view_*.png"))
+
+
+def test_linked_duplicates_share_one_texture(cube_file, tmp_path):
+    bpy.ops.wm.open_mainfile(filepath=str(cube_file))
+    twin = bpy.data.objects["Cube"].copy()  # shares the mesh, and so its materials
+    twin.name = "Twin"
+    twin.location.x += 4
+    bpy.context.scene.collection.objects.link(twin)
+    bpy.ops.wm.save_as_mainfile(filepath=str(cube_file))
+    out = tmp_path / "out"
+    assert cli.run([
+        "texture", str(cube_file), "--objects", "Cube,Twin", "--prompt", "brass", "--seed", "7", "--size", *VIEW_SIZE,
+        "--texture-size", "512", "--views", "2", "--mode", "independent", "--out", str(out),
+        "--server", bpy.context.preferences.addons["sd_blender"].preferences.server_url,
+    ]) == 0
+    objects = read_report(out)["objects"]
+    assert objects["Cube"] == objects["Twin"] and objects["Cube"]["texture"].endswith("cube_Scene_Cube_texture.png")
+    assert not (out / "cube_Scene_Twin_texture.png").exists()
