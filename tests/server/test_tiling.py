@@ -1,5 +1,5 @@
-"""Seamless tiling (`tiling`: x, y, xy) through real HTTP on the tiny model, and the convolution
-patch itself on a UNet with LoRA-wrapped convolutions.
+"""Seamless tiling (`tiling`: x, y, xy) through real HTTP on the tiny model and a toy SDXL, and the
+convolution patch itself on a UNet with LoRA-wrapped convolutions.
 
 The seam statistic: the images rolled by half their width (height for y), the mean absolute
 difference between each pair of neighbouring columns (rows), averaged over rows, channels and four
@@ -9,9 +9,13 @@ downsamplings) than inside it. A tiled image's wrap is no stronger than the stro
 neighbours elsewhere. An untiled one's is stronger than every other step at the same place in the
 32-pixel grid: those are the fair comparison, since the wrap always falls on that grid's edge.
 """
+import httpx
 import numpy as np
 import pytest
 import torch
+from live_server import running_server
+from model_builders import toy_sdxl_folders
+from sd_blender_server.tiny import ensure_tiny_model
 from server_helpers import LONG_JOB, fetch_image, field_error, run_job, submit, wait_finished, wait_running
 
 JOB = {"prompt": "tiles", "width": 256, "height": 256, "steps": 8, "seed": 0, "num_images": 4}
@@ -63,6 +67,26 @@ def test_a_tiled_image_has_no_seam_where_it_wraps(client, plain, tiling):
             assert wrap < plain_wrap
         else:
             assert wrap > on_grid.max(), (axis, wrap, on_grid)  # the other axis is left as it was
+
+
+@pytest.fixture(scope="module")
+def sdxl_client(tiny_cache, tmp_path_factory):
+    models = tmp_path_factory.mktemp("tiling") / "models"
+    toy_sdxl_folders(ensure_tiny_model(tiny_cache), models)
+    with running_server("--models-dir", str(models), cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=120) as client:
+            yield client
+
+
+def test_sdxl_tiles_too_and_the_next_job_is_as_before(sdxl_client):
+    toy_xl = {"model": "toy-xl", "width": 128, "height": 128}
+    plain = _images(sdxl_client, **toy_xl)
+    tiled = _images(sdxl_client, **toy_xl, tiling="xy")
+    for axis in "xy":
+        wrap, others, _ = _wrap_and_others(tiled, axis)
+        plain_wrap, _, _ = _wrap_and_others(plain, axis)
+        assert wrap <= others.max() and wrap < plain_wrap, (axis, wrap, others.max(), plain_wrap)
+    assert [image.tobytes() for image in _images(sdxl_client, **toy_xl)] == [image.tobytes() for image in plain]
 
 
 def test_tiling_is_undone_after_each_job_done_or_cancelled(client, plain):
