@@ -158,7 +158,8 @@ def run_texture(args):
     scene = open_scene(args)
     apply_arguments(scene, args)
     settings = scene.sd_blender
-    settings.num_images, settings.use_color_init = 1, False
+    # Each view one image, from its passes (not the colour render, not a tile: Apply as is the panel's).
+    settings.num_images, settings.use_color_init, settings.apply_to = 1, False, "NONE"
     _fix_seed(settings)
     objects = _objects(args.objects)
     client = ServerClient(args.server, args.token)

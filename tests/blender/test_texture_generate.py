@@ -40,6 +40,9 @@ def read_report(out):
 
 
 def test_independent_views_around_a_cube_cover_it_and_are_baked_into_its_uv_map(cube_file, tmp_path):
+    bpy.ops.wm.open_mainfile(filepath=str(cube_file))
+    bpy.context.scene.sd_blender.apply_to = "MATERIAL"  # the panel's choice for Generate: not the views'
+    bpy.ops.wm.save_as_mainfile(filepath=str(cube_file))
     out = tmp_path / "out"
     assert texture(cube_file, out, "--views", "6", "--mode", "independent") == 0
 
@@ -54,6 +57,8 @@ def test_independent_views_around_a_cube_cover_it_and_are_baked_into_its_uv_map(
     assert texture_image.shape == (512, 512, 3) and texture_image.std() > 0
     for index in range(1, 7):
         assert (out / f"cube_Scene_view_{index:02d}.png").is_file()
+    recorded = json.loads(Image.open(out / "cube_Scene_view_01.png").text["sd_blender"])
+    assert [control["type"] for control in recorded["controls"]] == ["depth"] and "tiling" not in recorded
     assert not [obj for obj in bpy.data.objects if obj.name.startswith("SD View")], "the views' cameras are removed"
     tree = bpy.data.objects["Cube"].material_slots[0].material.node_tree
     assert tree.nodes["SD Texture UV Map"].uv_map == "UVMap"
