@@ -194,19 +194,6 @@ class ViewSamples:
     neighbours: np.ndarray  # (M, 4) flat pixel indices
     neighbour_weights: np.ndarray  # (M, 4) summing to 1
 
-    @property
-    def visible(self):
-        """(size,) bool: which of the surface's texels this view sees."""
-        mask = np.zeros(self.size, bool)
-        mask[self.texels] = True
-        return mask
-
-    def full(self, values, fill=0.0):
-        """Per-seen-texel values (M,) as (size,), `fill` for the texels not seen."""
-        out = np.full(self.size, fill, np.float32)
-        out[self.texels] = values
-        return out
-
     def weights(self, exponent, discard_angle):
         """(M,): how much this view counts for each texel it sees (view_weights)."""
         return view_weights(True, self.cosines, self.feather, exponent, discard_angle)
@@ -340,11 +327,11 @@ def fill_unseen(image, known, dilation=0):
     texels outward, each the mean of its known neighbours (what bilinear filtering and the first
     mipmaps read next to an island), then all the rest by push-pull (averaged down a pyramid,
     pulled back up), so no texel stays black and texels no view saw take their neighbours' colour."""
-    image, known = dilate(image, known, dilation)
+    image, known = _dilate(image, known, dilation)
     return _push_pull(image, known)
 
 
-def dilate(image, known, rings):
+def _dilate(image, known, rings):
     """(image, known) with `rings` rings of unknown texels around the known ones filled."""
     height, width = known.shape
     flat, known = image.reshape(height * width, -1).astype(np.float32), known.ravel().copy()
