@@ -49,7 +49,7 @@ def one_run(scene, obj, views, view_size, texture_size, folder):
     """Seconds per phase of one texturing's Blender side."""
     seconds = {}
     started = time.perf_counter()
-    targets = texture_targets(scene, [obj], None, texture_size, shared=False, view_side=view_size)
+    targets = texture_targets([obj], None, texture_size, shared=False, view_side=view_size)
     seconds["texels"] = time.perf_counter() - started
     with temporary_cameras(scene) as make:
         cameras = orbit_cameras(make, [obj], views, view_size, view_size)
@@ -81,14 +81,14 @@ def main():
     scene = bpy.context.scene
     if args.smart_uv:
         started = time.perf_counter()
-        bake_uv_names(scene, [obj], None)
+        bake_uv_names([obj], None)
         print(f"Smart UV Project into 'SD Bake' (once per object): {time.perf_counter() - started:.2f} s")
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.runs):
             seconds, coverage = one_run(scene, obj, args.views, args.view_size, args.texture_size, folder)
             runs.append(seconds)
-    texels = len(texture_targets(scene, [obj], None, args.texture_size, shared=False, view_side=args.view_size)[0].surface.texels)
+    texels = len(texture_targets([obj], None, args.texture_size, shared=False, view_side=args.view_size)[0].surface.texels)
     print(f"Blender {bpy.app.version_string}, {triangles} triangles, {args.views} views of {args.view_size}², "
           f"texture {args.texture_size}² (fused in {texels} texels on the surface), coverage {coverage:.1%}, {args.runs} runs "
           "(median seconds):")

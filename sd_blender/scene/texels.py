@@ -34,12 +34,12 @@ class Target:
     surface: fusion.TexelSurface
 
 
-def texture_targets(scene, objects, uv_name, size, shared, view_side=None):
+def texture_targets(objects, uv_name, size, shared, view_side=None):
     """One Target per object (objects sharing a mesh share one, baked from the first of them), or
     one for all of them when `shared` (their islands must not overlap each other). `uv_name`: the UV map to bake into (None: the active one if it can
     take a bake, else "SD Bake", made once). Views `view_side` pixels across are fused at
     fusion.fusion_size(size, view_side) texels, then the texture is sized up."""
-    uv_names = bake_uv_names(scene, objects, uv_name)
+    uv_names = bake_uv_names(objects, uv_name)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     meshes = {obj.name: world_mesh(obj, depsgraph, uv_names[obj.name]) for obj in objects}
     if shared:
@@ -66,11 +66,11 @@ def _by_mesh(objects):
     return list(groups.values())
 
 
-def bake_uv_names(scene, objects, uv_name):
+def bake_uv_names(objects, uv_name):
     """{object name: the UV map it is baked into}, making "SD Bake" where it is needed."""
     for obj in objects:
         _require_mesh(obj)
-    return {obj.name: _bake_uv_name(scene, obj, uv_name) for obj in objects}
+    return {obj.name: _bake_uv_name(obj, uv_name) for obj in objects}
 
 
 def _require_mesh(obj):
@@ -79,7 +79,7 @@ def _require_mesh(obj):
         raise TexturingError(f"'{obj.name}' has no faces to texture")
 
 
-def _bake_uv_name(scene, obj, uv_name):
+def _bake_uv_name(obj, uv_name):
     mesh = obj.data
     if uv_name is not None:
         if uv_name not in mesh.uv_layers:
@@ -93,7 +93,7 @@ def _bake_uv_name(scene, obj, uv_name):
     if active is not None and active.name != BAKE_UV_NAME and fusion.usable_for_baking(_uv_mesh(mesh, active.name)) is None:
         return active.name
     if BAKE_UV_NAME not in mesh.uv_layers:
-        _smart_uv_project(scene, obj, own_uv_layer(mesh, BAKE_UV_NAME))
+        _smart_uv_project(obj, own_uv_layer(mesh, BAKE_UV_NAME))
     return BAKE_UV_NAME
 
 
@@ -150,7 +150,7 @@ def _joined(meshes):
 # ----------------------------------------------------------------------- Smart UV Project
 
 
-def _smart_uv_project(scene, obj, uv_layer):
+def _smart_uv_project(obj, uv_layer):
     """Unwrap the whole mesh into `uv_layer` with Smart UV Project, leaving the user's active UV
     map, selection, hidden faces, active object and mode as they were."""
     mesh = obj.data
@@ -205,7 +205,7 @@ def _kept_selection(view_layer):
 # ------------------------------------------------------------------------------- the views
 
 
-def view_camera(scene, camera_object, width, height):
+def view_camera(camera_object, width, height):
     """The camera as fusion.Camera for a width × height frame (evaluated: parents, constraints)."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = camera_object.evaluated_get(depsgraph)
@@ -228,7 +228,7 @@ def see(scene, camera_object, targets, width, height):
     to the targets' texels."""
     with as_scene_camera(scene, camera_object):
         distance = render_geometry(scene, width, height).distance
-    camera = view_camera(scene, camera_object, width, height)
+    camera = view_camera(camera_object, width, height)
     samples = [fusion.view_samples(target.surface, camera, distance) for target in targets]
     maps = [fusion.view_map(target.mesh, camera, distance) for target in targets]
     return SeenView(camera, samples, maps)

@@ -41,7 +41,7 @@ def start_texture(scene, objects, server_url, token):
     background; returns (FrameBatch watching the views, the report's path)."""
     settings = scene.sd_blender
     uv_name = settings.texture_uv_map.strip() or None
-    bake_uv_names(scene, objects, uv_name)
+    bake_uv_names(objects, uv_name)
     out = output_directory()
     stem = scene_file_stem(scene)
     clear_views(out, stem)

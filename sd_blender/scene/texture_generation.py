@@ -24,7 +24,7 @@ from .apply import as_scene_camera
 from .passes import read_image
 from .request import prepare_request
 from .texels import TexturingError, see
-from .texturing import FusionOptions, bake
+from .texturing import FusionOptions, fused_textures
 from .views import next_best_camera
 
 MODES = ("sequential", "synchronized", "independent")
@@ -147,7 +147,7 @@ class TextureRun:
         views before it make with their `images`: only what they missed or saw badly is repainted."""
         index = len(views) - 1
         best = best_cosines(self.targets, views[:index])
-        textures = [baked.pixels for baked in bake(self.targets, views[:index], images, self.fusion)]
+        textures = fused_textures(self.targets, views[:index], images, self.fusion)
         current, visible, cosines, best_here = _current_view(views[index], self.targets, textures, best)
         masks = sequential.view_masks(visible, cosines, best_here)
         view_stem = f"{self.stem}_view_{index + 1:02d}"

@@ -38,16 +38,10 @@ class BakedTexture:
 
 def bake(targets, views, images, options=FusionOptions()):
     """Fuse `images` (H, W, 3 floats in 0–1, one per view of `views`: texels.SeenView) into each
-    target's texture."""
+    target's texture, with its coverage and each view's agreement with it."""
     baked = []
     for index, target in enumerate(targets):
-        samples = [view.samples[index] for view in views]
-        weights = [view_samples.weights(options.exponent, options.discard_angle) for view_samples in samples]
-        fused = fusion.fuse(images, samples, weights)
-        surface = target.surface
-        known = surface.image(fused.seen.astype(np.float32)) > 0
-        filled = fusion.fill_unseen(surface.image(fused.colours), known, _dilation(surface.size))
-        pixels = np.clip(fusion.sized_up(filled, target.size), 0.0, 1.0)
+        pixels, fused = _fused_texture(target, index, views, images, options)
         agreement = [
             fusion.view_agreement(
                 image, fusion.render_into_view(pixels, view.maps[index]),
@@ -55,8 +49,24 @@ def bake(targets, views, images, options=FusionOptions()):
             )
             for image, view in zip(images, views)
         ]
-        baked.append(BakedTexture(target, pixels, fusion.coverage(surface, fused.seen), agreement))
+        baked.append(BakedTexture(target, pixels, fusion.coverage(target.surface, fused.seen), agreement))
     return baked
+
+
+def fused_textures(targets, views, images, options=FusionOptions()):
+    """Each target's texture alone (as bake's, without measuring anything)."""
+    return [_fused_texture(target, index, views, images, options)[0] for index, target in enumerate(targets)]
+
+
+def _fused_texture(target, index, views, images, options):
+    """The target's texture (size × size × 3, filled everywhere) and the fusion it came from."""
+    samples = [view.samples[index] for view in views]
+    weights = [view_samples.weights(options.exponent, options.discard_angle) for view_samples in samples]
+    fused = fusion.fuse(images, samples, weights)
+    surface = target.surface
+    known = surface.image(fused.seen.astype(np.float32)) > 0
+    filled = fusion.fill_unseen(surface.image(fused.colours), known, _dilation(surface.size))
+    return np.clip(fusion.sized_up(filled, target.size), 0.0, 1.0), fused
 
 
 def _dilation(size):

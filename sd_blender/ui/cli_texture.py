@@ -127,7 +127,7 @@ def run_bake(args):
     cameras = user_cameras(args.cameras)
     images = _read_views(args.images, len(cameras))
     view_side = max(max(image.shape[:2]) for image in images)
-    targets = texture_targets(scene, objects, args.uv, args.texture_size, shared=True, view_side=view_side)
+    targets = texture_targets(objects, args.uv, args.texture_size, shared=True, view_side=view_side)
     views = [see(scene, camera, targets, image.shape[1], image.shape[0]) for camera, image in zip(cameras, images)]
     baked = bake(targets, views, images, _fusion(args))[0]
     out = os.path.abspath(args.out)
@@ -169,7 +169,7 @@ def run_texture(args):
     stem = scene_file_stem(scene)
     texture_generation.clear_views(out, stem)
     width, height = generation_size(scene)
-    targets = texture_targets(scene, objects, args.uv, args.texture_size, shared=False, view_side=max(width, height))
+    targets = texture_targets(objects, args.uv, args.texture_size, shared=False, view_side=max(width, height))
     jobs = texture_generation.ViewJobs(
         start=lambda body, job_stem, route: GenerationJob(
             client, body, out, job_stem, seed_in_name=False, how_to_retry=HOW_TO_RETRY, route=route).start(),

@@ -63,16 +63,14 @@ def build_pipeline(
     scheduler_config,
     family: str | None,
     controlnets: list,
-    img2img: bool,
+    kind: str,
     scheduler: str,
-    inpaint: bool = False,
 ):
     """A pipeline around the shared, already loaded components (one Union ControlNet runs every
-    control of its job): txt2img, img2img, or inpainting (`inpaint`, which takes an image too)."""
+    control of its job) for a `kind` of job: txt2img, img2img or inpaint."""
     chosen = SCHEDULERS[scheduler]
     scheduler_class = getattr(diffusers, chosen.diffusers_class)
     components = {**components, "scheduler": scheduler_class.from_config(scheduler_config, **chosen.options)}
-    kind = "inpaint" if inpaint else "img2img" if img2img else "txt2img"
     plain_class, control_class = _pipelines_for(family)[kind]
     if txt2img_class(family) is StableDiffusionPipeline:
         components["requires_safety_checker"] = False

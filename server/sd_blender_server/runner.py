@@ -175,7 +175,6 @@ class Runner:
         """Run one request (its seed chosen) on what `plan` names; raises JobCancelled when
         should_cancel() turns true."""
         self.load(plan.base)
-        controlnets = [self.controlnet(key, source) for key, source in plan.controlnets]
         if should_cancel and should_cancel():
             raise JobCancelled()
 
@@ -187,6 +186,7 @@ class Runner:
             return tensors
 
         inpaint = request.mask_image is not None or is_inpainting_unet(self._components["unet"])
+        kind = "inpaint" if inpaint else "img2img" if request.init_image is not None else "txt2img"
         arguments = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
@@ -198,24 +198,11 @@ class Runner:
             "callback_on_step_end": step_end,
             **image_arguments(request, inpaint),
         }
-        if controlnets:
-            arguments.update(control_arguments(request, controlnets, takes_image="image" in arguments))
-        pipeline = build_pipeline(
-            self._components,
-            self._scheduler_config,
-            self._base.family,
-            controlnets,
-            request.init_image is not None,
-            request.scheduler,
-            inpaint=inpaint,
-        )
-        self._apply_loras(pipeline, request, plan.loras)
-        try:
+        with self.pipeline_for(request, plan, kind) as (pipeline, controlnets):
+            if controlnets:
+                arguments.update(control_arguments(request, controlnets, takes_image=kind != "txt2img"))
             with torch.inference_mode(), seamless([pipeline.unet, pipeline.vae, *controlnets], request.tiling):
                 images = pipeline(**arguments).images
-        finally:
-            if plan.loras:
-                pipeline.unload_lora_weights()
         return keep_unmasked(images, request)
 
     def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
@@ -238,13 +225,14 @@ class Runner:
             raise ModelLoadError(f"cannot apply LoRA '{current}': {detail}") from error
 
     @contextlib.contextmanager
-    def pipeline_for(self, request: GenerationRequest, plan: RunPlan):
-        """The txt2img pipeline of `plan` with the request's scheduler and LoRAs, and its ControlNets,
-        for a denoising loop of the caller's own (synchronized.py); the LoRAs are unloaded after."""
+    def pipeline_for(self, request: GenerationRequest, plan: RunPlan, kind: str = "txt2img"):
+        """The pipeline of `plan` for a `kind` of job (txt2img, img2img, inpaint) with the request's
+        scheduler and LoRAs, and its ControlNets: for run(), and for a denoising loop of the caller's
+        own (synchronized.py). The LoRAs are unloaded after."""
         self.load(plan.base)
         controlnets = [self.controlnet(key, source) for key, source in plan.controlnets]
         pipeline = build_pipeline(
-            self._components, self._scheduler_config, self._base.family, controlnets, False, request.scheduler
+            self._components, self._scheduler_config, self._base.family, controlnets, kind, request.scheduler
         )
         self._apply_loras(pipeline, request, plan.loras)
         try:

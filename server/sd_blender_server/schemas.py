@@ -42,30 +42,22 @@ def _field_error(model: BaseModel, field: str, error_type: str, message: str) ->
     return ValidationError.from_exception_data(type(model).__name__, [error])
 
 
+def _base64_image(decode, limits: RequestLimits, description: str):
+    """An image field decoded while the request is validated, so a bad image is a 422 naming its field."""
+    return Annotated[
+        Image.Image,
+        BeforeValidator(partial(decode, max_pixels=limits.max_input_pixels)),
+        WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": description}),
+    ]
+
+
 def job_request_model(limits: RequestLimits) -> type[BaseModel]:
     """The model of a POST /v1/jobs body (and of its controls and LoRAs) bounded by `limits`."""
-    # Decoded while the request is validated, so a bad image is a 422 naming its field.
-    base64_image = Annotated[
-        Image.Image,
-        BeforeValidator(partial(decode_base64_image, max_pixels=limits.max_input_pixels)),
-        WithJsonSchema({
-            "type": "string",
-            "contentEncoding": "base64",
-            "description": f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels",
-        }),
-    ]
-    base64_mask = Annotated[
-        Image.Image,
-        BeforeValidator(partial(decode_base64_mask, max_pixels=limits.max_input_pixels)),
-        WithJsonSchema({
-            "type": "string",
-            "contentEncoding": "base64",
-            "description": (
-                f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels: black and white, "
-                "grayscale, RGB or RGBA (read as grayscale, alpha ignored)"
-            ),
-        }),
-    ]
+    files = f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels"
+    base64_image = _base64_image(decode_base64_image, limits, files)
+    base64_mask = _base64_image(
+        decode_base64_mask, limits, f"{files}: black and white, grayscale, RGB or RGBA (read as grayscale, alpha ignored)"
+    )
 
     class Control(_Strict):
         type: str = Field(description=f"the control type, e.g. {', '.join(CONTROL_TYPES)} (see /v1/models)")
