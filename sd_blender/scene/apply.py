@@ -8,6 +8,10 @@ surfaces the camera saw, inside its frame, take the image; back and hidden faces
 outside the frame, keep the material's own colour. A UV map "SD Projection" with the same
 projection per vertex is added for use outside Blender.
 
+The background shows twice: as a background image of the camera (the viewport's camera view)
+and, for renders, as nodes in the scene's world (see apply_as_render_background), which
+remove_render_background takes out again.
+
 Everything here adds to the user's data and never takes away: user UV maps, materials,
 nodes and background images are left as they were, and a second apply reuses what the
 first one added (found by the names below) instead of stacking copies.
@@ -26,6 +30,9 @@ DEPTH_ATTRIBUTE = "SD Projection Depth"  # per vertex: planar depth from the cam
 TEXTURE_NAME = "SD Texture"  # the nodes showing a baked whole-object texture
 TILE_NAME = "SD Tile"  # the nodes showing a tileable material image
 BACKGROUND_MARKER = "sd_blender_background"
+RENDER_BACKGROUND_NAME = "SD Background"  # the world's nodes showing the background to the camera
+CREATED_WORLD = "sd_blender_created_world"  # on a world made for the background: the scene had none
+WORLD_NODES_SWITCHED_ON = "sd_blender_switched_world_nodes_on"  # Blender 4.x: the world had nodes off
 # A surface farther than the depth map by more than this (relative, plus an absolute margin) is
 # hidden from the camera. The map is read with linear interpolation between pixel centres, so
 # surfaces seen at a grazing angle do not hide themselves; next to an occluder's outline the
@@ -72,17 +79,110 @@ def apply_sequence_as_background(camera_object, first_image, first_frame, frame_
     the frame number) behind the scene, frame by frame with the timeline."""
     first_image.source = 'SEQUENCE'
     apply_as_background(camera_object, first_image)
-    frames = _our_background(camera_object.data).image_user
-    frames.frame_start = first_frame
-    frames.frame_offset = first_frame - 1  # the file numbered first_frame shows at first_frame
-    frames.frame_duration = frame_count
-    frames.use_auto_refresh = True
+    _follow_timeline(_our_background(camera_object.data).image_user, first_frame, frame_count)
+
+
+def _follow_timeline(image_user, first_frame, frame_count):
+    image_user.frame_start = first_frame
+    image_user.frame_offset = first_frame - 1  # the file numbered first_frame shows at first_frame
+    image_user.frame_duration = frame_count
+    image_user.use_auto_refresh = True
 
 
 def _our_background(camera):
     for background in camera.background_images:
         if background.image is not None and background.image.get(BACKGROUND_MARKER):
             return background
+    return None
+
+
+def apply_as_render_background(scene, image):
+    """Show `image` behind the scene in renders (and the viewport's rendered mode), stretched to the
+    camera frame like the viewport background: nodes in the scene's world give camera rays the image
+    (emission 1: with the Standard view transform the render shows the image's own pixels) and every
+    other ray what the world gave before, so the world lights the scene as it did. A scene without a
+    world gets a black one, which lights nothing, as no world did. Returns the Image Texture node."""
+    world = _world_for_background(scene)
+    tree = _world_nodes(world)
+    output = tree.get_output_node('ALL') or tree.nodes.new("ShaderNodeOutputWorld")
+    node = _NodeMaker(tree, output, RENDER_BACKGROUND_NAME)
+    coordinates = node("Coordinates", "ShaderNodeTexCoord", (-600, 500))
+    image_node = node("Image", "ShaderNodeTexImage", (-400, 500), image=image, extension='EXTEND')
+    emission = node("Emission", "ShaderNodeBackground", (-100, 400))
+    light_path = node("Light Path", "ShaderNodeLightPath", (-100, 800))
+    mix = node("Mix", "ShaderNodeMixShader", (150, 500))
+    tree.links.new(coordinates.outputs["Window"], image_node.inputs["Vector"])
+    tree.links.new(image_node.outputs["Color"], emission.inputs["Color"])
+    emission.inputs["Strength"].default_value = 1.0
+    tree.links.new(light_path.outputs["Is Camera Ray"], mix.inputs["Fac"])
+    _insert_before_surface(tree, output, mix)
+    tree.links.new(emission.outputs["Background"], mix.inputs[2])
+    return image_node
+
+
+def _world_for_background(scene):
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("World")
+        scene.world[CREATED_WORLD] = True
+        _world_nodes(scene.world)
+        background = next(node for node in scene.world.node_tree.nodes if node.type == 'BACKGROUND')
+        background.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+    return scene.world
+
+
+def _world_nodes(world):
+    """The world's node tree, switching nodes on where Blender 4.x has them off (and noting it)."""
+    if bpy.app.version < (5, 0, 0) and not world.use_nodes:
+        world[WORLD_NODES_SWITCHED_ON] = True
+        world.use_nodes = True  # the Background node it adds has the world's colour: renders as before
+    return world.node_tree
+
+
+def _insert_before_surface(tree, output, mix):
+    """Feed the output's Surface through the mix's first shader, unless it is fed by the mix already."""
+    surface = output.inputs["Surface"]
+    source = surface.links[0].from_socket if surface.links else None
+    if source is not None and source.node == mix:
+        return
+    for link in mix.inputs[1].links:
+        tree.links.remove(link)
+    if source is not None:
+        tree.links.new(source, mix.inputs[1])
+    tree.links.new(mix.outputs["Shader"], surface)
+
+
+def remove_render_background(scene):
+    """Put the scene's world back as it was before apply_as_render_background: its own nodes and
+    links (nodes off again where they were off), or no world where it had none."""
+    world = scene.world
+    if world is None:
+        return
+    if world.get(CREATED_WORLD):
+        scene.world = None
+        if world.users == 0:
+            bpy.data.worlds.remove(world)
+        return
+    if world.node_tree is not None:
+        _remove_background_nodes(world.node_tree)
+    if world.get(WORLD_NODES_SWITCHED_ON):
+        world.use_nodes = False
+        del world[WORLD_NODES_SWITCHED_ON]
+
+
+def _remove_background_nodes(tree):
+    mix = tree.nodes.get(f"{RENDER_BACKGROUND_NAME} Mix")
+    if mix is not None and mix.inputs[1].links:
+        source = mix.inputs[1].links[0].from_socket
+        for link in mix.outputs["Shader"].links:
+            tree.links.new(source, link.to_socket)
+    for node in [node for node in tree.nodes if node.name.startswith(f"{RENDER_BACKGROUND_NAME} ")]:
+        tree.nodes.remove(node)
+
+
+def render_background_hidden(scene):
+    """Why renders do not show the background (film transparent hides the world), or None."""
+    if scene.render.film_transparent:
+        return "Film Transparent (Render Properties ▸ Film) hides the background in renders"
     return None
 
 
@@ -391,11 +491,13 @@ def _principled_bsdf(tree):
 
 
 def apply_frames_as_background(scene, paths, first_frame):
-    """Show the frames' results (one a frame, from first_frame on) as the camera's background,
-    an image sequence that follows the timeline."""
+    """Show the frames' results (one a frame, from first_frame on) as the camera's background and
+    in renders (apply_as_render_background), an image sequence that follows the timeline."""
     if scene.camera is None:
         raise ValueError("the scene has no active camera to show the frames behind")
-    apply_sequence_as_background(scene.camera, load_image(paths[0]), first_frame, len(paths))
+    first_image = load_image(paths[0])
+    apply_sequence_as_background(scene.camera, first_image, first_frame, len(paths))
+    _follow_timeline(apply_as_render_background(scene, first_image).image_user, first_frame, len(paths))
 
 
 def _selected_meshes(object_names, purpose):
@@ -419,6 +521,7 @@ def apply_results(scene, paths, apply_to, object_names):
         raise ValueError("the scene has no active camera to apply the result through")
     if apply_to == "BACKGROUND":
         apply_as_background(camera, images[0])
+        apply_as_render_background(scene, images[0])
     elif apply_to == "TEXTURE":
         meshes = _selected_meshes(object_names, "to texture")
         depth_image = projection_depth_image(scene, camera, images[0])  # one render for every mesh
