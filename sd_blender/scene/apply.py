@@ -179,11 +179,12 @@ def _remove_background_nodes(tree):
         tree.nodes.remove(node)
 
 
-def render_background_hidden(scene):
-    """Why renders do not show the background (film transparent hides the world), or None."""
+def film_transparent_note(scene):
+    """What to add to a report of a background applied: Film Transparent, left as the user set it
+    (their compositing may need it), hides the world, and so the background, in renders."""
     if scene.render.film_transparent:
-        return "Film Transparent (Render Properties ▸ Film) hides the background in renders"
-    return None
+        return " (Film Transparent hides it in renders: Render Properties ▸ Film)"
+    return ""
 
 
 # ---------------------------------------------------------------------- projected texture

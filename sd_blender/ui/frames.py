@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import bpy
 
 from ..core.frame_batch import DONE, FrameBatch
-from ..scene.apply import apply_frames_as_background
+from ..scene.apply import apply_frames_as_background, film_transparent_note
 from ..scene.frame_range import frames_depth_advice, frames_problem, start_frames
 from ..scene.request import family_problem
 from . import operators, state
@@ -48,7 +48,7 @@ def finish_frames(active, snapshot):
         apply_frames_as_background(scene, active.batch.frame_paths, active.first_frame)
     except ValueError as error:
         return f"{snapshot.message}; not shown: {error}"
-    return f"{snapshot.message}; shown behind the camera view as an image sequence"
+    return f"{snapshot.message}; shown behind the camera view as an image sequence{film_transparent_note(scene)}"
 
 
 class SDBLENDER_OT_generate_frames(bpy.types.Operator):

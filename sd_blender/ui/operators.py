@@ -7,7 +7,7 @@ import bpy
 from ..core.client import ServerClient
 from ..core.job import DONE, GenerationJob
 from ..scene import depth_range
-from ..scene.apply import apply_results
+from ..scene.apply import apply_results, film_transparent_note
 from ..scene.jobs import start_job
 from ..scene.passes import PASS_KINDS, PASSES, PassError, render_control_images, show_in_blender
 from ..scene.request import family_problem, generation_size, pass_options, request_pass_kinds
@@ -53,7 +53,8 @@ def finish_generation(active, snapshot):
     except ValueError as error:
         return f"{snapshot.message}; not applied: {error}"
     _show_in_image_editors(images[0])
-    return f"{snapshot.message}; opened {', '.join(image.name for image in images)}"
+    note = film_transparent_note(scene) if active.apply_to == "BACKGROUND" else ""
+    return f"{snapshot.message}; opened {', '.join(image.name for image in images)}{note}"
 
 
 def _show_in_image_editors(image):

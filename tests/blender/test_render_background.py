@@ -153,9 +153,8 @@ def test_a_world_without_nodes_has_them_off_again_after_removal(tmp_path, lit_cu
 
 def test_film_transparent_is_left_as_it_is_and_said_to_hide_the_background(tmp_path, lit_cube_scene):
     scene = lit_cube_scene
-    assert apply.render_background_hidden(scene) is None
+    assert apply.film_transparent_note(scene) == ""
     scene.render.film_transparent = True
-    image = apply.load_image(image_file(tmp_path / "generated.png", gradient()))
-    apply.apply_as_render_background(scene, image)
+    apply.apply_results(scene, [image_file(tmp_path / "generated.png", gradient())], "BACKGROUND", ())
     assert scene.render.film_transparent
-    assert "Film Transparent" in apply.render_background_hidden(scene)
+    assert "Film Transparent hides it in renders" in apply.film_transparent_note(scene)
