@@ -205,9 +205,10 @@ def _kept_selection(view_layer):
 # ------------------------------------------------------------------------------- the views
 
 
-def view_camera(camera_object, width, height):
-    """The camera as fusion.Camera for a width × height frame (evaluated: parents, constraints)."""
-    depsgraph = bpy.context.evaluated_depsgraph_get()
+def view_camera(camera_object, width, height, depsgraph=None):
+    """The camera as fusion.Camera for a width × height frame (evaluated: parents, constraints),
+    in `depsgraph` (default: the context's)."""
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
     evaluated = camera_object.evaluated_get(depsgraph)
     projection = evaluated.calc_matrix_camera(depsgraph, x=width, y=height, scale_x=1.0, scale_y=1.0)
     return fusion.Camera(np.array(evaluated.matrix_world.inverted()), np.array(projection), width, height)

@@ -1,6 +1,6 @@
 """Headless use: `python -m sd_blender ...` and `blender -b SCENE.blend -c sd_blender ...`.
 
-    sd_blender passes   [SCENE.blend] [--frame N | --frames A-B] [--kinds depth,normal,openpose,...] [--out DIR]
+    sd_blender passes   [SCENE.blend] [--frame N | --frames A-B] [--kinds depth,normal,openpose,motion,...] [--out DIR]
     sd_blender generate [SCENE.blend] [--frame N | --frames A-B] [--prompt TEXT] [--controls depth:0.8,openpose] ...
     sd_blender texture | bake ...   (ui/cli_texture.py)
 
@@ -19,6 +19,7 @@ from ..core.openpose import openpose_json
 from ..core.png import is_whole_png, write_png
 from ..scene.apply import apply_frames_as_background, apply_results
 from ..scene.depth_range import measure_shot_if_needed, measured_shot_text
+from ..scene.motion import write_motion_files
 from ..scene.frame_range import frames_depth_advice
 from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
@@ -64,7 +65,8 @@ def build_parser():
 
     passes = commands.add_parser("passes", help="write the control images of a frame")
     _add_scene_arguments(passes)
-    passes.add_argument("--kinds", type=pass_kinds, default=list(PASS_KINDS), help="comma-separated passes")
+    passes.add_argument("--kinds", type=pass_kinds, default=list(PASS_KINDS),
+                        help="comma-separated passes (default: every control image; motion on request)")
     passes.add_argument("--out", default=".", help="output folder (default: current folder)")
     add_pass_arguments(passes)
 
@@ -117,15 +119,18 @@ def run_passes(args):
     os.makedirs(args.out, exist_ok=True)
     clear_leftovers(args.out)
     _measure_shot_if_needed(scene, args.kinds)
+    kinds = [kind for kind in args.kinds if kind != "motion"]
     for frame in args.frames or [scene.frame_current]:
         scene.frame_set(frame)
-        images = render_control_images(scene, args.kinds, width, height, pass_options(scene, args.kinds))
+        images = render_control_images(scene, kinds, width, height, pass_options(scene, kinds))
         for kind, pixels in images.items():
             path = os.path.join(args.out, f"{kind}_{frame:04d}.png")
             write_png(path, pixels)
             print(path)
-        if "openpose" in args.kinds:
+        if "openpose" in kinds:
             print(_write_openpose_json(scene, width, height, args.out))
+        if "motion" in args.kinds:
+            print(*write_motion_files(scene, width, height, args.out), sep="\n")
     return 0
 
 

@@ -13,13 +13,15 @@ from ..scene.saving import save_copy_whole
 # generate option → scene setting it overrides (None leaves the scene's saved value).
 SETTING_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance_scale", "scheduler", "num_images")
 HOW_TO_RETRY = "run the command again"
+# What `passes --kinds` writes: the control images, and the motion pass (not a control image).
+FILE_PASS_KINDS = (*PASS_KINDS, "motion")
 
 
 def pass_kinds(text):
     kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
-    unknown = [kind for kind in kinds if kind not in PASS_KINDS]
+    unknown = [kind for kind in kinds if kind not in FILE_PASS_KINDS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown pass {', '.join(unknown)}; available: {', '.join(PASS_KINDS)}")
+        raise argparse.ArgumentTypeError(f"unknown pass {', '.join(unknown)}; available: {', '.join(FILE_PASS_KINDS)}")
     return kinds
 
 

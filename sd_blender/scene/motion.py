@@ -1,0 +1,108 @@
+"""The motion pass of the scene's current frame: where each pixel's surface was one frame
+earlier, from the evaluated triangles and the scene camera of both frames (core.motion does the
+geometry, docs/conventions.md shows the convention).
+
+Every object instance with geometry that renders (meshes, curves, text, metaballs, instances of
+collections) counts, evaluated as the viewport evaluates it (its modifiers' viewport settings).
+A surface is followed from one frame to the other when it has the same triangles in both (an
+armature, shape keys, a deforming modifier keep them; a modifier that changes its topology
+between the frames does not): elsewhere the pixels are marked occluded.
+"""
+import os
+
+import bpy
+import numpy as np
+
+from ..core.motion import FrameView, motion_pass
+from ..core.png import write_png
+from ..core.warp import write_motion
+from .texels import view_camera
+
+_GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+
+
+def render_motion(scene, width, height):
+    """core.motion.MotionPass of the scene's current frame back to the frame before it, at
+    width × height pixels; the scene is left at its current frame."""
+    frame = scene.frame_current
+    try:
+        scene.frame_set(frame - 1)
+        before, before_triangles = _frame_view(scene, width, height)
+        scene.frame_set(frame)
+        now, now_triangles = _frame_view(scene, width, height)
+    finally:
+        scene.frame_set(frame)
+    return motion_pass(now, before, _counterparts(now_triangles, before_triangles))
+
+
+def motion_paths(folder, frame):
+    """The motion pass files of a frame: motion_NNNN.exr and occlusion_NNNN.png."""
+    return os.path.join(folder, f"motion_{frame:04d}.exr"), os.path.join(folder, f"occlusion_{frame:04d}.png")
+
+
+def write_motion_files(scene, width, height, folder):
+    """Write the current frame's motion (EXR, channels X and Y) and occlusion mask (white where
+    occluded) into folder; returns both paths."""
+    result = render_motion(scene, width, height)
+    motion_path, occlusion_path = motion_paths(folder, scene.frame_current)
+    write_motion(motion_path, result.motion)
+    write_png(occlusion_path, np.where(result.occluded, 255, 0).astype(np.uint8))
+    return motion_path, occlusion_path
+
+
+def _depsgraph(scene):
+    view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+    depsgraph = view_layer.depsgraph
+    depsgraph.update()
+    return depsgraph
+
+
+def _frame_view(scene, width, height):
+    """The frame's FrameView and the triangle ranges of each instance: {key: (first, count)}."""
+    depsgraph = _depsgraph(scene)
+    ranges, corners, first = {}, [], 0
+    for key, instance_corners in _instance_triangles(depsgraph):
+        ranges[key] = (first, len(instance_corners))
+        corners.append(instance_corners)
+        first += len(instance_corners)
+    corners = np.concatenate(corners) if corners else np.zeros((0, 3, 3))
+    camera = view_camera(scene.camera, width, height, depsgraph)
+    return FrameView(corners, camera, scene.camera.data.clip_start), ranges
+
+
+def _instance_triangles(depsgraph):
+    """(key, (T, 3, 3) world corners) of every rendered instance with geometry; the key names the
+    same instance in every frame."""
+    for instance in depsgraph.object_instances:
+        obj = instance.object
+        if obj.type not in _GEOMETRY_TYPES or obj.original.hide_render or not instance.show_self:
+            continue
+        key = (obj.original.name, tuple(instance.persistent_id) if instance.is_instance else ())
+        corners = _world_triangles(obj, np.array(instance.matrix_world))
+        if len(corners):
+            yield key, corners
+
+
+def _world_triangles(obj, matrix):
+    mesh = obj.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        positions = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", positions)
+        triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+        mesh.loop_triangles.foreach_get("vertices", triangles)
+    finally:
+        obj.to_mesh_clear()
+    world = positions.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+    return world[triangles.reshape(-1, 3)]
+
+
+def _counterparts(now_ranges, before_ranges):
+    """For each triangle of frame N its index in frame N−1; −1 where its instance is not there
+    or has other triangles."""
+    counterparts = np.full(sum(count for _, count in now_ranges.values()), -1, np.int64)
+    for key, (first, count) in now_ranges.items():
+        before_first, before_count = before_ranges.get(key, (0, -1))
+        if before_count == count:
+            counterparts[first:first + count] = np.arange(before_first, before_first + count)
+    return counterparts
