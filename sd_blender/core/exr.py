@@ -159,7 +159,8 @@ def _decode_blocks(reader, attributes):
     channels = _parse_channels(attributes["channels"], reader)
     compression = attributes["compression"][0]
     if compression not in _LINES_PER_BLOCK:
-        reader.fail(f"compression {_COMPRESSION_NAMES.get(compression, compression)} is not read, only NONE, ZIPS and ZIP")
+        name = _COMPRESSION_NAMES.get(compression, compression)
+        reader.fail(f"compression {name} is not read, only NONE, ZIPS and ZIP")
     x_min, y_min, x_max, y_max = struct.unpack("<4i", attributes["dataWindow"])
     width, height = x_max - x_min + 1, y_max - y_min + 1
     lines = _LINES_PER_BLOCK[compression]

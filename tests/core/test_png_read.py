@@ -33,7 +33,8 @@ def filtered_png(pixels, kinds):
             left = line[i - channels] if i >= channels else 0
             up, up_left = prior[i], (prior[i - channels] if i >= channels else 0)
             estimate = left + up - up_left
-            paeth = min((abs(estimate - left), 0, left), (abs(estimate - up), 1, up), (abs(estimate - up_left), 2, up_left))[2]
+            # The nearest of left, up, up_left to the estimate, ties going to the earlier.
+            paeth = min((abs(estimate - guess), order, guess) for order, guess in enumerate((left, up, up_left)))[2]
             data.append((value - (0, left, up, (left + up) // 2, paeth)[kind]) % 256)
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
@@ -41,7 +42,8 @@ def filtered_png(pixels, kinds):
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(data))) + chunk(b"IEND", b"")
+    image_data = chunk(b"IDAT", zlib.compress(bytes(data)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + image_data + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("shape", [(9, 11), (9, 11, 2), (9, 11, 3), (9, 11, 4)])
