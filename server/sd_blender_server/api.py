@@ -1,6 +1,7 @@
 """The HTTP layer: routes, validation errors, auth, and the conversions between the wire models
 (schemas.py) and the engine's own objects. Generation lives in jobs.py and the engine."""
 import asyncio
+import dataclasses
 import hmac
 import json
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from starlette.routing import Match
 from . import __version__
 from .catalog import UNION_CONTROL_MODES, Catalog
 from .config import UNION, ServerConfig
+from .frame_request import FrameRequest
+from .frame_schemas import FRAME_FIELDS, frame_request_model
 from .jobs import TERMINAL_STATES, JobFinished, JobQueue, QueueFull, UnknownJob
 from .registry import Entry
 from .request import ControlInput, GenerationRequest, LoraInput, Problem
@@ -26,6 +29,7 @@ from .texture_schemas import SHARED_FIELDS, texture_request_model
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from .engine import EngineRequest
     from .runner import Loaded
 
 _KEEPALIVE_SECONDS = 15.0
@@ -223,18 +227,36 @@ def generation_request(body: "BaseModel") -> GenerationRequest:
 
 def texture_request(body: "BaseModel") -> TextureRequest:
     """The engine's request from a validated POST /v1/texture-jobs body."""
-    settings = GenerationRequest(
-        **{name: getattr(body, name) for name in SHARED_FIELDS if name != "loras"},
-        loras=_lora_inputs(body.loras),
-    )
     return TextureRequest(
-        settings=settings,
+        settings=_shared_settings(body, SHARED_FIELDS),
         views=tuple(
             TextureView(_control_inputs(view.controls), view.correspondence, tuple(view.neighbours)) for view in body.views
         ),
         texture_size=body.texture_size,
         exponent_start=body.exponent_start,
         exponent_end=body.exponent_end,
+    )
+
+
+def frame_request(body: "BaseModel") -> FrameRequest:
+    """The engine's request from a validated POST /v1/frame-jobs body: each frame an ordinary job
+    with its own images."""
+    settings = _shared_settings(body, FRAME_FIELDS)
+
+    def frame(images: "BaseModel") -> GenerationRequest:
+        controls = tuple(
+            ControlInput(**control.model_dump(), image=image) for control, image in zip(body.controls, images.control_images)
+        )
+        mask = getattr(images, "mask_image", None)  # the anchor has none
+        return dataclasses.replace(settings, controls=controls, init_image=images.init_image, mask_image=mask)
+
+    return FrameRequest(tuple(map(frame, body.frames)), body.anchor and frame(body.anchor))
+
+
+def _shared_settings(body: "BaseModel", fields: tuple[str, ...]) -> GenerationRequest:
+    """The fields a request of another kind shares with an ordinary job, as one."""
+    return GenerationRequest(
+        **{name: getattr(body, name) for name in fields if name != "loras"}, loras=_lora_inputs(body.loras)
     )
 
 
@@ -309,6 +331,7 @@ def limits_json(config: ServerConfig) -> dict:
         "loras": {"max": limits.max_loras},
         "lora_weight": vars(limits.lora_weight),
         "views": {"max": limits.max_views},
+        "frames": {"max": limits.max_frames},
         "texture_size": vars(limits.texture_size),
         "schedulers": list(SCHEDULER_NAMES),
         "max_queue": config.max_queue,
@@ -339,6 +362,7 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
     engine = jobs.engine
     job_request = job_request_model(config.request)
     texture_job_request = texture_request_model(config.request)
+    frame_job_request = frame_request_model(config.request)
     app = FastAPI(title="sd_blender server", version=__version__, responses=_TOO_LARGE)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(405, _method_not_allowed)
@@ -397,7 +421,17 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
         each, in the views' order); it is then a job like any other, under /v1/jobs/{id}."""
         return queued(texture_request(body), response)
 
-    def queued(request: GenerationRequest | TextureRequest, response: Response) -> JobCreated:
+    @router.post(
+        "/frame-jobs", status_code=202, response_model=JobCreated, operation_id="submitFrameJob",
+        responses={**_SUBMITTED, **_QUEUE_FULL},
+    )
+    def submit_frames(body: frame_job_request, response: Response) -> JobCreated:
+        """A frame job: a chunk of animation frames run as one batch from one seed, each frame's
+        self-attention also reading an anchor frame's (cross-frame attention) when there is one; one
+        image per frame, in order; it is then a job like any other, under /v1/jobs/{id}."""
+        return queued(frame_request(body), response)
+
+    def queued(request: "EngineRequest", response: Response) -> JobCreated:
         # Model, LoRA and ControlNet names resolve only to catalog entries; families must match.
         problems = engine.problems(request)
         if problems:

@@ -133,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-views", type=_positive(int), default=_DEFAULTS.request.max_views,
         help="most views a synchronized texture job (POST /v1/texture-jobs) may have (default: %(default)s)",
     )
+    limits.add_argument(
+        "--max-frames", type=_positive(int), default=_DEFAULTS.request.max_frames,
+        help="most frames a frame job (POST /v1/frame-jobs) may have, its anchor not counted (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument(
         "--print-openapi", action="store_true", help="print the OpenAPI schema (the API contract) and exit"
@@ -157,7 +161,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         keep_results=args.keep_results,
         result_ttl=args.result_ttl,
         max_body_mb=args.max_body_mb,
-        request=dataclasses.replace(RequestLimits(), max_pixels=args.max_pixels, max_views=args.max_views),
+        request=dataclasses.replace(
+            RequestLimits(), max_pixels=args.max_pixels, max_views=args.max_views, max_frames=args.max_frames
+        ),
     )
 
 

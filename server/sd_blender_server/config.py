@@ -58,6 +58,7 @@ class RequestLimits:
     max_loras: int = 8
     lora_weight: Bounds = Bounds(-4.0, 4.0)
     max_views: int = 16  # views of a synchronized texture job
+    max_frames: int = 8  # frames of a frame job (its anchor not counted)
     texture_size: Bounds = Bounds(16, 1024)  # the side of a texture job's latent texture
 
     @property

@@ -19,6 +19,7 @@ from . import hub, synchronized
 from .catalog import Catalog
 from .config import ServerConfig
 from .errors import EngineError, GenerationFailed, JobCancelled, ModelLoadError, OutOfMemory, RequestRefused
+from .frame_request import FrameRequest, frame_parameters, frame_problems
 from .images import a1111_lora_hash, a1111_model_hash
 from .model_sources import ModelSource
 from .request import GenerationRequest, Problem
@@ -26,6 +27,8 @@ from .runner import Loaded, Runner, RunPlan, free_memory, is_out_of_memory
 from .texture_request import TextureRequest, texture_parameters, texture_problems
 
 log = logging.getLogger(__name__)
+# What the engine runs: an ordinary job, a synchronized texture job, a frame job.
+EngineRequest = GenerationRequest | TextureRequest | FrameRequest
 
 
 @dataclass
@@ -68,25 +71,29 @@ class GenerationEngine:
             raise ModelLoadError(str(error)) from error
         self._runner.load(self._with_hub_family(source))
 
-    def problems(self, request: GenerationRequest | TextureRequest) -> list[Problem]:
-        """What this server cannot run in a request of either kind; [] when it can."""
+    def problems(self, request: EngineRequest) -> list[Problem]:
+        """What this server cannot run in a request of any kind; [] when it can."""
         if isinstance(request, TextureRequest):
             return texture_problems(self._catalog, request)
+        if isinstance(request, FrameRequest):
+            return frame_problems(self._catalog, request)
         return self._catalog.problems(request)
 
-    def parameters(self, request: GenerationRequest | TextureRequest) -> dict:
+    def parameters(self, request: EngineRequest) -> dict:
         """What a request (its seed chosen) will run with, as reported to clients and written into the PNGs."""
         if isinstance(request, TextureRequest):
             return texture_parameters(self._catalog, request)
+        if isinstance(request, FrameRequest):
+            return frame_parameters(self._catalog, request)
         return self._catalog.parameters(request)
 
     def generate(
         self,
-        request: GenerationRequest | TextureRequest,
+        request: EngineRequest,
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
-        """Run one request, an ordinary job or a synchronized texture job; raises JobCancelled when
+        """Run one request, an ordinary job, a synchronized texture job or a frame job; raises JobCancelled when
         should_cancel() turns true, else an EngineError (OutOfMemory once what the job held is given
         back) for any failure."""
         try:
@@ -111,8 +118,11 @@ class GenerationEngine:
         if isinstance(request, TextureRequest):
             with self._runner.pipeline_for(request.settings, plan) as (pipeline, controlnets):
                 images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel)
+        elif isinstance(request, FrameRequest):
+            anchored = request.anchor is not None
+            images = self._runner.run(request.batch(), plan, on_step, should_cancel, anchored=anchored)
         else:
-            images = self._runner.run(request, plan, on_step, should_cancel)
+            images = self._runner.run([request], plan, on_step, should_cancel)
         if plan.base.kind == "file":
             parameters["model_hash"] = self._file_hash(plan.base.location, a1111_model_hash)
         lora_files = {entry.name: entry.location for entry in plan.loras if entry.source == "file"}
@@ -120,11 +130,14 @@ class GenerationEngine:
             parameters["lora_hashes"] = {name: self._file_hash(path, a1111_lora_hash) for name, path in lora_files.items()}
         return GenerationResult(images=images, parameters=parameters)
 
-    def _plan(self, request: GenerationRequest | TextureRequest) -> RunPlan:
+    def _plan(self, request: EngineRequest) -> RunPlan:
         """The models a request runs on; refused (RequestRefused) when the catalog cannot run it,
         which may be learnt only now, from the hub."""
-        # A texture job's views run the same models: its first view names them.
-        models = request.view_request(0) if isinstance(request, TextureRequest) else request
+        # A texture job's views, or a frame job's frames, run the same models: the first names them.
+        if isinstance(request, TextureRequest):
+            models = request.view_request(0)
+        else:
+            models = request.frames[0] if isinstance(request, FrameRequest) else request
         self._learn_hub_families(models)
         problems = self.problems(request)
         if problems:

@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING
 from .config import ServerConfig
 from .errors import EngineError, JobCancelled
 from .images import encode_png
-from .request import GenerationRequest
-from .texture_request import TextureRequest
 
 if TYPE_CHECKING:
-    from .engine import GenerationEngine
+    from .engine import EngineRequest, GenerationEngine
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,7 @@ def _now() -> str:
 @dataclass
 class Job:
     id: str
-    request: GenerationRequest | TextureRequest | None
+    request: EngineRequest | None
     parameters: dict
     state: str = "queued"
     step: int = 0
@@ -139,8 +137,8 @@ class JobQueue:
                     estimate = min(estimate, job.deadline - now)
         return max(1, min(math.ceil(estimate), 3600))
 
-    def submit(self, request: GenerationRequest | TextureRequest) -> Job:
-        """Queue an ordinary job or a synchronized texture job; QueueFull when the queue is."""
+    def submit(self, request: EngineRequest) -> Job:
+        """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is."""
         request = request.with_seed()
         job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
         job.total = request.steps

@@ -3,6 +3,7 @@ job's kind, its scheduler, and the arguments of a job's controls. Nothing here l
 from __future__ import annotations
 
 import diffusers
+import torch
 from diffusers import (
     ControlNetUnionModel,
     StableDiffusionControlNetImg2ImgPipeline,
@@ -21,6 +22,7 @@ from diffusers import (
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
+from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from .catalog import UNION_CONTROL_MODES
@@ -105,23 +107,25 @@ def is_union(controlnets: list) -> bool:
     return isinstance(controlnets[0], ControlNetUnionModel)
 
 
-def image_arguments(request: GenerationRequest, inpaint: bool) -> dict:
-    """The pipeline arguments of a job's image: its size (txt2img), init image and strength
-    (img2img), and mask (inpainting). An inpainting checkpoint runs every job as inpainting: without
-    a mask it repaints everything (a white mask), and without an init image it starts from pure
-    noise (strength 1) around an empty masked image, as A1111 runs such models."""
-    size = {"width": request.width, "height": request.height}
+def image_arguments(batch: list[GenerationRequest], inpaint: bool) -> dict:
+    """The pipeline arguments of the images of a batch of jobs alike but for their images: their
+    size (txt2img), init images and strength (img2img), and masks (inpainting). An inpainting
+    checkpoint runs every job as inpainting: without a mask it repaints everything (a white mask),
+    and without an init image it starts from pure noise (strength 1) around an empty masked image,
+    as A1111 runs such models."""
+    first = batch[0]
+    size = {"width": first.width, "height": first.height}
     if not inpaint:
-        if request.init_image is None:
+        if first.init_image is None:
             return size
-        return {"image": fit(request.init_image, **size), "strength": request.strength}
-    image = Image.new("RGB", (request.width, request.height)) if request.init_image is None else request.init_image
-    mask = Image.new("L", (request.width, request.height), 255) if request.mask_image is None else request.mask_image
+        return {"image": [fit(request.init_image, **size) for request in batch], "strength": first.strength}
+    blank = Image.new("RGB", (first.width, first.height))
+    white = Image.new("L", (first.width, first.height), 255)
     return {
         **size,  # inpainting pipelines default to the UNet's sample size, not the image's
-        "image": fit(image, **size),
-        "mask_image": fit(mask, **size),
-        "strength": 1.0 if request.init_image is None else request.strength,
+        "image": [fit(blank if request.init_image is None else request.init_image, **size) for request in batch],
+        "mask_image": [fit(white if request.mask_image is None else request.mask_image, **size) for request in batch],
+        "strength": 1.0 if first.init_image is None else first.strength,
     }
 
 
@@ -135,21 +139,26 @@ def keep_unmasked(images: list[Image.Image], request: GenerationRequest) -> list
     return [Image.composite(image, init, mask) for image in images]
 
 
-def control_arguments(request: GenerationRequest, controlnets: list, takes_image: bool) -> dict:
-    """The pipeline arguments of a job's controls: images, weights, step ranges; a Union
-    ControlNet also takes each control's mode. In a pipeline that `takes_image` of its own
-    (img2img, inpainting) the control images are `control_image`."""
-    images = [fit(control.image, request.width, request.height) for control in request.controls]
-    weights = [control.weight for control in request.controls]
+def control_arguments(batch: list[GenerationRequest], controlnets: list, takes_image: bool) -> dict:
+    """The pipeline arguments of the controls of a batch of jobs alike but for their images: images
+    (each control's, of every job, as one batch), weights, step ranges; a Union ControlNet also
+    takes each control's mode. In a pipeline that `takes_image` of its own (img2img, inpainting)
+    the control images are `control_image`."""
+    first = batch[0]
+    images = [
+        _one_batch([fit(request.controls[index].image, first.width, first.height) for request in batch])
+        for index in range(len(first.controls))
+    ]
+    weights = [control.weight for control in first.controls]
     arguments = {
-        "control_guidance_start": [control.start for control in request.controls],
-        "control_guidance_end": [control.end for control in request.controls],
-        "guess_mode": request.guess_mode,
+        "control_guidance_start": [control.start for control in first.controls],
+        "control_guidance_end": [control.end for control in first.controls],
+        "guess_mode": first.guess_mode,
     }
     if is_union(controlnets):
-        modes = [UNION_CONTROL_MODES[control.type] for control in request.controls]
+        modes = [UNION_CONTROL_MODES[control.type] for control in first.controls]
         modes_held = controlnets[0].config.num_control_type
-        for control, mode in zip(request.controls, modes):
+        for control, mode in zip(first.controls, modes):
             if mode >= modes_held:
                 raise RequestRefused(
                     f"this ControlNet Union model has {modes_held} control modes, none for "
@@ -162,6 +171,14 @@ def control_arguments(request: GenerationRequest, controlnets: list, takes_image
         "control_image" if takes_image else "image": images[0] if single else images,
         "controlnet_conditioning_scale": weights[0] if single else weights,
     }
+
+
+def _one_batch(images: list[Image.Image]) -> Image.Image | torch.Tensor:
+    """One image as it is; several as one tensor batch, which the pipelines take for each of
+    several ControlNets too (a list of lists they take only in txt2img)."""
+    if len(images) == 1:
+        return images[0]
+    return VaeImageProcessor.numpy_to_pt(VaeImageProcessor.pil_to_numpy(images))
 
 
 def fit(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -18,6 +18,7 @@ from diffusers import ControlNetModel, ControlNetUnionModel
 from PIL import Image
 
 from . import tiny
+from .cross_frame import cross_frame_attention
 from .errors import JobCancelled, ModelLoadError
 from .model_sources import ModelSource, carried_tokenizers, load_model, single_file_config
 from .pipelines import (
@@ -167,13 +168,17 @@ class Runner:
 
     def run(
         self,
-        request: GenerationRequest,
+        batch: list[GenerationRequest],
         plan: RunPlan,
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        anchored: bool = False,
     ) -> list[Image.Image]:
-        """Run one request (its seed chosen) on what `plan` names; raises JobCancelled when
-        should_cancel() turns true."""
+        """Run requests alike but for their images (and seeds, chosen) as one batch on what `plan`
+        names: `num_images` images each, in order. With `anchored`, the first is an anchor whose keys
+        and values every self-attention layer of the others also reads (cross_frame.py); its images
+        are not returned. Raises JobCancelled when should_cancel() turns true."""
+        first = batch[0]
         self.load(plan.base)
         if should_cancel and should_cancel():
             raise JobCancelled()
@@ -185,25 +190,35 @@ class Runner:
                 on_step(step + 1, pipeline.num_timesteps)
             return tensors
 
-        inpaint = request.mask_image is not None or is_inpainting_unet(self._components["unet"])
-        kind = "inpaint" if inpaint else "img2img" if request.init_image is not None else "txt2img"
+        inpaint = first.mask_image is not None or is_inpainting_unet(self._components["unet"])
+        kind = "inpaint" if inpaint else "img2img" if first.init_image is not None else "txt2img"
+        count = first.num_images
         arguments = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance_scale,
-            "num_images_per_prompt": request.num_images,
+            "prompt": [first.prompt] * len(batch),
+            "negative_prompt": [first.negative_prompt] * len(batch) if first.negative_prompt else None,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance_scale,
+            "num_images_per_prompt": count,
             # CPU generators give the same noise for a seed on every device.
-            "generator": [torch.Generator("cpu").manual_seed(request.seed + index) for index in range(request.num_images)],
+            "generator": [
+                torch.Generator("cpu").manual_seed(request.seed + index) for request in batch for index in range(count)
+            ],
             "callback_on_step_end": step_end,
-            **image_arguments(request, inpaint),
+            **image_arguments(batch, inpaint),
         }
-        with self.pipeline_for(request, plan, kind) as (pipeline, controlnets):
+        with self.pipeline_for(first, plan, kind) as (pipeline, controlnets):
             if controlnets:
-                arguments.update(control_arguments(request, controlnets, takes_image=kind != "txt2img"))
-            with torch.inference_mode(), seamless([pipeline.unet, pipeline.vae, *controlnets], request.tiling):
+                arguments.update(control_arguments(batch, controlnets, takes_image=kind != "txt2img"))
+            models = [pipeline.unet, *controlnets]
+            frames = cross_frame_attention(models, len(batch)) if anchored else contextlib.nullcontext()
+            with torch.inference_mode(), seamless([*models, pipeline.vae], first.tiling), frames:
                 images = pipeline(**arguments).images
-        return keep_unmasked(images, request)
+        kept = [
+            image
+            for index, request in enumerate(batch)
+            for image in keep_unmasked(images[index * count: (index + 1) * count], request)
+        ]
+        return kept[count:] if anchored else kept
 
     def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
         """Load the job's LoRAs as adapters with their weights; unloaded after the job."""

@@ -7,7 +7,9 @@ from functools import partial
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model, model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .config import CONTROL_TYPES, RequestLimits
@@ -51,21 +53,57 @@ def _base64_image(decode, limits: RequestLimits, description: str):
     ]
 
 
-def job_request_model(limits: RequestLimits) -> type[BaseModel]:
-    """The model of a POST /v1/jobs body (and of its controls and LoRAs) bounded by `limits`."""
-    files = f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels"
-    base64_image = _base64_image(decode_base64_image, limits, files)
-    base64_mask = _base64_image(
-        decode_base64_mask, limits, f"{files}: black and white, grayscale, RGB or RGBA (read as grayscale, alpha ignored)"
-    )
+def errors_at(model: BaseModel, errors: list[tuple[tuple, str, str]]) -> ValidationError:
+    """A validation error for each (field path, error type, message): a ValueError raised by a model
+    validator would name the whole body."""
+    details = [
+        InitErrorDetails(type=PydanticCustomError(kind, message), loc=path, input=None) for path, kind, message in errors
+    ]
+    return ValidationError.from_exception_data(type(model).__name__, details)
 
-    class Control(_Strict):
+
+def input_image_types(limits: RequestLimits) -> tuple[type, type]:
+    """The wire types of an input image and of an inpainting mask."""
+    files = f"a PNG or JPEG file, base64, of at most {limits.max_input_pixels} pixels"
+    mask = f"{files}: black and white, grayscale, RGB or RGBA (read as grayscale, alpha ignored)"
+    return _base64_image(decode_base64_image, limits, files), _base64_image(decode_base64_mask, limits, mask)
+
+
+class MaskFitsInitImage(_Strict):
+    """A model with `init_image` and `mask_image`: a mask needs an init image of its size."""
+
+    @model_validator(mode="after")
+    def _mask_fits_init_image(self) -> MaskFitsInitImage:
+        if self.mask_image is None:
+            return self
+        if self.init_image is None:
+            raise _field_error(self, "mask_image", "mask_without_init_image", "needs init_image, the image it masks")
+        if self.mask_image.size != self.init_image.size:
+            mask, image = (f"{item.width}x{item.height}" for item in (self.mask_image, self.init_image))
+            message = f"is {mask} but init_image is {image}: a mask must be the size of its image"
+            raise _field_error(self, "mask_image", "mask_size", message)
+        return self
+
+
+def no_step_left(steps: int, strength: float) -> str | None:
+    """Why img2img cannot run with these settings (it runs int(steps * strength) steps; diffusers
+    fails on zero); None when it can."""
+    if int(steps * strength) >= 1:
+        return None
+    return f"strength {strength} with {steps} steps leaves no step to run"
+
+
+def control_models(limits: RequestLimits) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The models of a job's control without its image (a frame job's: each frame has the images)
+    and with it."""
+    base64_image, _ = input_image_types(limits)
+
+    class ControlSettings(_Strict):
         type: str = Field(description=f"the control type, e.g. {', '.join(CONTROL_TYPES)} (see /v1/models)")
         model: str | None = Field(
             _CONTROL_DEFAULTS["model"],
             description="a ControlNet name from /v1/models; null: the ControlNet this server serves for `type`",
         )
-        image: base64_image
         weight: float = Field(
             _CONTROL_DEFAULTS["weight"], ge=limits.control_weight.min, le=limits.control_weight.max,
             description="controlnet_conditioning_scale",
@@ -76,10 +114,38 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
         end: float = Field(_CONTROL_DEFAULTS["end"], ge=0, le=1, description="fraction of the steps where this control ends")
 
         @model_validator(mode="after")
-        def _start_before_end(self) -> Control:
+        def _start_before_end(self) -> ControlSettings:
             if self.start >= self.end:
                 raise ValueError(f"start ({self.start}) must be less than end ({self.end})")
             return self
+
+    class Control(ControlSettings):
+        image: base64_image
+
+    return ControlSettings, Control
+
+
+def shared_settings_model(job_request: type[BaseModel], name: str, fields: tuple[str, ...]) -> type[BaseModel]:
+    """A model with these fields of an ordinary job (same meaning, bounds and defaults), which follow
+    the rules they follow there together (width x height against --max-pixels): the base of a
+    request of another kind."""
+
+    def shared_fields_as_a_job(model: BaseModel) -> BaseModel:
+        job_request.model_validate({field: getattr(model, field) for field in model.model_fields_set & set(fields)})
+        return model
+
+    return create_model(
+        name,
+        __config__=job_request.model_config,
+        __validators__={"_shared_fields_as_a_job": model_validator(mode="after")(shared_fields_as_a_job)},
+        **{field: (job_request.model_fields[field].annotation, job_request.model_fields[field]) for field in fields},
+    )
+
+
+def job_request_model(limits: RequestLimits) -> type[BaseModel]:
+    """The model of a POST /v1/jobs body (and of its controls and LoRAs) bounded by `limits`."""
+    base64_image, base64_mask = input_image_types(limits)
+    _, Control = control_models(limits)
 
     class LoraWeight(_Strict):
         name: str = Field(max_length=200, description="a LoRA name from /v1/models (`loras[].name`)")
@@ -90,7 +156,7 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
 
     pixels = f"width x height at most {limits.max_pixels} (this server's --max-pixels), defaults included"
 
-    class JobRequest(_Strict):
+    class JobRequest(MaskFitsInitImage):
         model: str | None = Field(
             _DEFAULTS["model"], max_length=200,
             description="a base model name from /v1/models; null: the server's default model",
@@ -153,22 +219,10 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
             raise _field_error(self, field, "too_many_pixels", message)
 
         @model_validator(mode="after")
-        def _mask_fits_init_image(self) -> JobRequest:
-            if self.mask_image is None:
-                return self
-            if self.init_image is None:
-                raise _field_error(self, "mask_image", "mask_without_init_image", "needs init_image, the image it masks")
-            if self.mask_image.size != self.init_image.size:
-                mask, image = (f"{item.width}x{item.height}" for item in (self.mask_image, self.init_image))
-                message = f"is {mask} but init_image is {image}: a mask must be the size of its image"
-                raise _field_error(self, "mask_image", "mask_size", message)
-            return self
-
-        @model_validator(mode="after")
         def _img2img_runs_a_step(self) -> JobRequest:
-            # img2img runs int(steps * strength) steps; diffusers fails on zero.
-            if self.init_image is not None and int(self.steps * self.strength) < 1:
-                raise ValueError(f"strength {self.strength} with {self.steps} steps leaves no step to run")
+            reason = no_step_left(self.steps, self.strength)
+            if self.init_image is not None and reason:
+                raise ValueError(reason)
             return self
 
     return JobRequest
@@ -240,6 +294,7 @@ class Limits(BaseModel):
     loras: AtMost = Field(description="the most LoRAs a job may apply")
     lora_weight: NumberRange
     views: AtMost = Field(description="the most views a synchronized texture job may have (--max-views)")
+    frames: AtMost = Field(description="the most frames a frame job may have, its anchor not counted (--max-frames)")
     texture_size: CountRange = Field(description="the side of a texture job's latent texture, in texels")
     schedulers: list[str]
     max_queue: int = Field(description="jobs that may wait; past it POST /v1/jobs answers 429 (--max-queue)")

@@ -30,6 +30,7 @@ from diffusers import (
 from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
+from .cross_frame import self_attention_processor
 from .errors import JobCancelled, RequestRefused
 from .pipelines import control_arguments, fit, is_union
 from .texture_request import TextureRequest
@@ -183,16 +184,8 @@ def neighbour_attention(unet, request: TextureRequest, guided: bool):
     valid = torch.tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows])
     if guided:  # the unconditional half of the batch reads its own half
         sources, valid = torch.cat([sources, sources + count]), torch.cat([valid, valid])
-    processor = NeighbourAttention(sources.to(unet.device), valid.to(unet.device))
-    original = unet.attn_processors
-    # set_attn_processor empties the dict it is given: each call gets a copy.
-    unet.set_attn_processor({
-        name: processor if name.endswith("attn1.processor") else layer for name, layer in original.items()
-    })
-    try:
+    with self_attention_processor([unet], NeighbourAttention(sources.to(unet.device), valid.to(unet.device))):
         yield
-    finally:
-        unet.set_attn_processor(dict(original))
 
 
 def exponent_at(request: TextureRequest, index: int, count: int) -> float:
@@ -323,7 +316,7 @@ class _Controls:
         union_modes = None
         if controlnets and is_union(controlnets):
             # The ordinary job's arguments check that the model has each control's mode.
-            union_modes = control_arguments(request.view_request(0), controlnets, False)["control_mode"]
+            union_modes = control_arguments([request.view_request(0)], controlnets, False)["control_mode"]
         return cls(controlnets, conditions, request.views[0].controls, union_modes)
 
     def residuals(self, model_input, timestep, conditioning: dict, index: int, step_count: int) -> tuple:

@@ -10,11 +10,10 @@ import math
 from typing import Annotated, get_args
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema, create_model, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from .config import RequestLimits
-from .schemas import job_request_model
+from .schemas import errors_at, job_request_model, shared_settings_model
 from .texture_request import LATENT_FACTOR, TextureRequest
 
 # The fields a texture job shares with an ordinary job (same meaning, bounds and defaults).
@@ -47,15 +46,6 @@ def decode_correspondence(value: object) -> np.ndarray:
         raise ValueError("has u or v outside [0, 1] (or not a number) where c > 0")
     triples[~seen, :2] = 0
     return triples
-
-
-def _errors_at(model: BaseModel, errors: list[tuple[tuple, str, str]]) -> ValidationError:
-    """A validation error for each (field path, error type, message): a ValueError raised by a model
-    validator would name the whole body."""
-    details = [
-        InitErrorDetails(type=PydanticCustomError(kind, message), loc=path, input=None) for path, kind, message in errors
-    ]
-    return ValidationError.from_exception_data(type(model).__name__, details)
 
 
 def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
@@ -94,13 +84,7 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
             ),
         )
 
-    settings = create_model(
-        "TextureJobSettings",
-        __config__=job_request.model_config,
-        **{name: (job_request.model_fields[name].annotation, job_request.model_fields[name]) for name in SHARED_FIELDS},
-    )
-
-    class TextureJobRequest(settings):
+    class TextureJobRequest(shared_settings_model(job_request, "TextureJobSettings", SHARED_FIELDS)):
         texture_size: int = Field(
             _DEFAULTS["texture_size"], ge=limits.texture_size.min, le=limits.texture_size.max,
             description="the side of the square latent texture the views are fused in, in texels",
@@ -112,12 +96,6 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
         views: list[View] = Field(min_length=1, max_length=limits.max_views, description="one image each, in this order")
 
         @model_validator(mode="after")
-        def _shared_fields_as_a_job(self) -> TextureJobRequest:
-            # The rules an ordinary job's fields follow together (width x height against --max-pixels).
-            job_request.model_validate({name: getattr(self, name) for name in self.model_fields_set & set(SHARED_FIELDS)})
-            return self
-
-        @model_validator(mode="after")
         def _neighbours_are_other_views(self) -> TextureJobRequest:
             errors = []
             for index, view in enumerate(self.views):
@@ -127,7 +105,7 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
                 message = f"must be distinct indexes of other views (0 to {len(self.views) - 1}, not {index})"
                 errors.append((("views", index, "neighbours"), "neighbours", message))
             if errors:
-                raise _errors_at(self, errors)
+                raise errors_at(self, errors)
             return self
 
         @model_validator(mode="after")
@@ -144,7 +122,7 @@ def texture_request_model(limits: RequestLimits) -> type[BaseModel]:
                 )
                 errors.append((("views", index, "correspondence"), "correspondence_size", message))
             if errors:
-                raise _errors_at(self, errors)
+                raise errors_at(self, errors)
             return self
 
     return TextureJobRequest
