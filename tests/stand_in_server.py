@@ -43,12 +43,14 @@ def stand_in(respond):
         server.server_close()
 
 
-def forward(upstream: str, handler) -> tuple[int, list[tuple[str, str]], bytes]:
-    """The real server's (status, headers, body) for the request the handler holds."""
+def forward(upstream: str, handler, body: bytes | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The real server's (status, headers, body) for the request the handler holds (whose body
+    was read already when given)."""
     address = urlparse(upstream)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     headers = {name: value for name, value in handler.headers.items() if name.lower() not in ("host", "connection")}
-    connection.request(handler.command, handler.path, body=handler.request_body() or None, headers=headers)
+    body = handler.request_body() if body is None else body
+    connection.request(handler.command, handler.path, body=body or None, headers=headers)
     answer = connection.getresponse()
     result = answer.status, answer.getheaders(), answer.read()
     connection.close()
@@ -79,6 +81,17 @@ def cutting_off(upstream: str, should_cut):
         status, headers, body = forward(upstream, handler)
         cut = should_cut(handler.command, handler.path)
         send(handler, status, headers, body, cut_after=len(body) // 2 if cut else None)
+
+    return respond
+
+
+def recording(upstream: str, requests: list):
+    """Forward to upstream, appending (method, path, request body) of every request to `requests`."""
+
+    def respond(handler):
+        body = handler.request_body()
+        requests.append((handler.command, handler.path, body))
+        send(handler, *forward(upstream, handler, body))
 
     return respond
 

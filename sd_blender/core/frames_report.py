@@ -25,9 +25,10 @@ def _rounded(value, digits=4):
 
 def pair_errors(frame, generated, previous_generated, control, previous_control, motion, occluded):
     """One consecutive pair (frame − 1, frame): the warping errors of the generated frames and of
-    the control images by frame's motion ((H, W, 2)) outside its occlusion ((H, W) bool)."""
+    the control images (None: no control image, no floor) by frame's motion ((H, W, 2)) outside
+    its occlusion ((H, W) bool)."""
     warping, compared = warping_error(generated, previous_generated, motion, occluded)
-    control_warping, _ = warping_error(control, previous_control, motion, occluded)
+    control_warping = None if control is None else warping_error(control, previous_control, motion, occluded)[0]
     return {"frame": frame, "previous": frame - 1, "warping_error": _rounded(warping),
             "control_warping_error": _rounded(control_warping), "compared": _rounded(compared)}
 
@@ -58,15 +59,17 @@ def read_occlusion(path):
 
 def report_from_files(generated, motions, occlusions, controls, **settings):
     """The report of a frame range from its files: generated and controls map each frame number
-    to its PNG, motions and occlusions each frame that follows another to its motion EXR and
-    occlusion PNG. Frames are read one at a time, keeping only the frame before."""
+    to its PNG (controls may be None: no control image, no floor), motions and occlusions each
+    frame that follows another to its motion EXR and occlusion PNG. Frames are read one at a
+    time, keeping only the frame before."""
     frames = sorted(generated)
     if not frames:
         raise ValueError("a frames report needs at least one frame")
     pairs = []
     previous_frame = previous_generated = previous_control = None
     for frame in frames:
-        generated_image, control_image = read_png(generated[frame]), read_png(controls[frame])
+        generated_image = read_png(generated[frame])
+        control_image = read_png(controls[frame]) if controls else None
         if previous_frame == frame - 1:
             if frame not in motions or frame not in occlusions:
                 raise ValueError(f"frame {frame} follows frame {previous_frame} but has no motion or occlusion file")

@@ -60,7 +60,10 @@ PANEL_RETRY = "press Generate"  # how the user runs a job again, for the message
 
 class GenerationJob:
     def __init__(self, client, job_request, output_dir, file_stem, poll_interval=0.25,
-                 reconnect_grace=None, seed_in_name=True, how_to_retry=PANEL_RETRY, route="/v1/jobs"):
+                 reconnect_grace=None, seed_in_name=True, how_to_retry=PANEL_RETRY, route="/v1/jobs",
+                 result_paths=None):
+        """Results are written to result_paths (one per image, in order) when given, else named
+        <file_stem>_<seed> (<file_stem> without seed_in_name) in output_dir, never overwriting."""
         self._reconnect_grace = RECONNECT_GRACE_SECONDS if reconnect_grace is None else reconnect_grace
         self._how_to_retry = how_to_retry
         self._client = client
@@ -68,7 +71,8 @@ class GenerationJob:
         self._route = route
         self._output_dir = output_dir
         self._file_stem = file_stem
-        self._seed_in_name = seed_in_name  # files are named <file_stem>_<seed>, else <file_stem>
+        self._seed_in_name = seed_in_name
+        self._result_paths = result_paths
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._snapshot = JobSnapshot()
@@ -180,8 +184,13 @@ class GenerationJob:
         for index, url in enumerate(status["images"]):
             seed = seeds[index] if index < len(seeds) else index
             data = self._ask(self._client.download, url)
-            path = unique_path(self._output_dir, f"{self._file_stem}_{seed}" if self._seed_in_name else self._file_stem)
+            path = self._result_path(index, seed)
             write_whole(path, data)
             paths.append(path)
         self._update(state=DONE, result_paths=tuple(paths),
                      message=f"done: {len(paths)} image(s) in {self._output_dir}")
+
+    def _result_path(self, index, seed):
+        if self._result_paths:
+            return self._result_paths[index]
+        return unique_path(self._output_dir, f"{self._file_stem}_{seed}" if self._seed_in_name else self._file_stem)

@@ -17,6 +17,7 @@ from ..core.files import clear_leftovers, write_whole
 from ..core.job import DONE
 from ..core.openpose import openpose_json
 from ..core.png import is_whole_png, write_png
+from ..core.temporal import TEMPORAL_MODES
 from ..scene.apply import apply_frames_as_background, apply_results
 from ..scene.depth_range import measure_shot_if_needed, measured_shot_text
 from ..scene.motion import write_motion_files
@@ -25,6 +26,7 @@ from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
 from ..scene.pose import scene_people
 from ..scene.request import generation_size, pass_options, request_pass_kinds
+from ..scene.temporal import FramesRun, FramesStopped, TemporalOptions
 from . import cli_texture
 from .cli_common import (
     HOW_TO_RETRY, add_pass_arguments, apply_arguments, apply_pass_arguments, control_units, open_scene, pass_kinds,
@@ -94,6 +96,12 @@ def build_parser():
                           help="comma-separated: background, texture; or material (a seamless tile on the "
                           "selected meshes' materials, generated without passes) (default: apply nothing)")
     generate.add_argument("--objects", help="comma-separated meshes for --apply texture (default: selected)")
+    generate.add_argument("--temporal", choices=TEMPORAL_MODES,
+                          help="with --frames: how frames follow each other (default: the scene's setting, full)")
+    generate.add_argument("--anchor-every", type=int, metavar="K",
+                          help="anchor and full: a keyframe every K frames (0: the first frame anchors all)")
+    generate.add_argument("--warp-strength", type=float, metavar="STRENGTH",
+                          help="warp and full: how much of the warped frame before is repainted (0-1, default 0.5)")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
     cli_texture.add_commands(commands)
     return parser
@@ -141,13 +149,39 @@ def _check_frames_arguments(settings, args):
         raise ValueError("--apply texture takes one image; with --frames use --apply background (an image sequence)")
 
 
-def _generate_frames(scene, start, args):
-    """One image a frame, all with one seed, named <blend>_<scene>_<frame>.png in the result folder.
-    A frame whose file is there already is kept and skipped: a stopped batch goes on where it stopped."""
+def _temporal_options(settings, args):
+    """The temporal mode and its options: the command line's, else the scene's saved settings."""
+    return TemporalOptions(
+        mode=args.temporal or settings.temporal_mode.lower(),
+        anchor_every=settings.temporal_anchor_every if args.anchor_every is None else args.anchor_every,
+        warp_strength=settings.temporal_warp_strength if args.warp_strength is None else args.warp_strength,
+    )
+
+
+def _frames_to_make(paths, frames):
+    """The frames without a whole file yet; a file cut off by an earlier run is removed."""
+    todo = []
+    for frame, path in zip(frames, paths):
+        if is_whole_png(path):
+            print(f"frame {frame}: done already, kept {path}")
+            continue
+        if os.path.exists(path):
+            os.remove(path)
+            print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
+        todo.append(frame)
+    return todo
+
+
+def _generate_frames(scene, client, limits, args):
+    """One image a frame, all with one seed, named <blend>_<scene>_<frame>.png in the result folder,
+    in the temporal mode asked for (scene.temporal). A frame whose file is there already is kept and
+    skipped: a stopped batch goes on where it stopped. Then the temporal report."""
     settings = scene.sd_blender
     _check_frames_arguments(settings, args)
     settings.use_random_seed = False  # one seed for every frame
-    print(f"frames {args.frames.start}-{args.frames.stop - 1}, seed {settings.seed} for every frame")
+    options = _temporal_options(settings, args)
+    print(f"frames {args.frames.start}-{args.frames.stop - 1}, seed {settings.seed} for every frame, "
+          f"temporal mode {options.mode}")
     advice = frames_depth_advice(settings)
     if advice:
         print(f"note: {advice} (--depth-range shot)")
@@ -156,21 +190,15 @@ def _generate_frames(scene, start, args):
     for name in clear_leftovers(out):
         print(f"removed {name}, left half-written when an earlier run stopped")
     paths = frame_paths(scene, args.frames, out)
-    for frame, path in zip(args.frames, paths):
-        if is_whole_png(path):
-            print(f"frame {frame}: done already, kept {path}")
-            continue
-        if os.path.exists(path):
-            os.remove(path)
-            print(f"frame {frame}: {path} was cut off (an earlier run stopped while writing it); generating it again")
-        scene.frame_set(frame)
-        print(f"frame {frame}:", flush=True)
-        snapshot = wait_with_progress(start(out, frame=frame))
-        if snapshot.state != DONE:
-            print(f"sd_blender: frame {frame}: {snapshot.message}\nstopped at frame {frame}; the frames before "
-                  "it are kept: run the same command again to go on from there", file=sys.stderr)
-            return 1
-        print(path)
+    run = FramesRun(scene, client, limits, out, args.frames, options, wait_with_progress, HOW_TO_RETRY)
+    try:
+        run.run(_frames_to_make(paths, args.frames), lambda *lines: print(*lines, sep="\n", flush=True))
+    except FramesStopped as stopped:
+        print(f"sd_blender: {stopped}\nstopped at frame {stopped.frame}; the frames before it are kept: run the "
+              "same command again to go on from there", file=sys.stderr)
+        return 1
+    written, summary = run.write_report()
+    print(*written, *summary, sep="\n")
     if "background" in args.apply:
         apply_frames_as_background(scene, paths, args.frames.start)
     return save_blend(args)
@@ -184,13 +212,10 @@ def run_generate(args):
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
     limits = server_limits(client)
-
-    def start(output_dir, frame=None):
-        return start_job(scene, client, output_dir, frame=frame, how_to_retry=HOW_TO_RETRY, limits=limits)
-
     if args.frames:
-        return _generate_frames(scene, start, args)
-    snapshot = wait_with_progress(start(args.out and os.path.abspath(args.out)))
+        return _generate_frames(scene, client, limits, args)
+    job = start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY, limits=limits)
+    snapshot = wait_with_progress(job)
     print(snapshot.message)
     if snapshot.state != DONE:
         return 1

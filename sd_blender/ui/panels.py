@@ -148,6 +148,27 @@ class SDBLENDER_PT_texture(bpy.types.Panel):
             layout.label(text=active.outcome)
 
 
+class SDBLENDER_PT_animation(bpy.types.Panel):
+    """How Generate Frames makes frames follow each other (docs/animation.md)."""
+
+    bl_idname = "SDBLENDER_PT_animation"
+    bl_label = "Animation"
+    bl_parent_id = "SDBLENDER_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SD"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        settings = context.scene.sd_blender
+        column = self.layout.column(align=True)
+        column.prop(settings, "temporal_mode")
+        if settings.temporal_mode in ("ANCHOR", "FULL"):
+            column.prop(settings, "temporal_anchor_every")
+        if settings.temporal_mode in ("WARP", "FULL"):
+            column.prop(settings, "temporal_warp_strength")
+
+
 def _draw_batch_progress(layout, batch, cancel_operator):
     """A background process's progress bar ("frame N of M: ...") and its cancel button."""
     snapshot = batch.snapshot()
@@ -239,4 +260,5 @@ class SDBLENDER_PT_passes(bpy.types.Panel):
             column.prop(material, "sd_blender_seg_class", text=material.name)
 
 
-CLASSES = (SDBLENDER_UL_control_units, SDBLENDER_PT_generate, SDBLENDER_PT_texture, SDBLENDER_PT_passes)
+CLASSES = (SDBLENDER_UL_control_units, SDBLENDER_PT_generate, SDBLENDER_PT_texture, SDBLENDER_PT_animation,
+           SDBLENDER_PT_passes)

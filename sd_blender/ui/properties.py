@@ -4,6 +4,7 @@ import bpy
 from ..core.lineart import DEFAULT_THRESHOLD
 from ..core.request import MAX_SIZE, MIN_SIZE, control_type_for_pass
 from ..core.segmentation import ADE20K_CLASSES
+from ..core.temporal import DEFAULT_WARP_STRENGTH
 from ..scene.passes import PASSES
 from ..scene.texturing import FusionOptions
 from . import state
@@ -32,6 +33,12 @@ TEXTURE_MODES = (
     ("SEQUENTIAL", "Sequential", "View after view, each inpainting only what the views before it missed or saw badly"),
     ("SYNCHRONIZED", "Synchronized", "All views denoised together in one job, fused in texture space at every step"),
     ("INDEPENDENT", "Independent", "Each view generated alone, then fused (the baseline)"),
+)
+TEMPORAL_MODES = (  # the command line's --temporal, lowercased (core.temporal)
+    ("FULL", "Full", "Each frame starts from the one before, warped by the scene's motion, and attends to an anchor frame"),
+    ("ANCHOR", "Anchor", "Frames go in chunks whose attention also reads an anchor frame: style and colours stay"),
+    ("WARP", "Warp", "Each frame starts from the one before, warped by the scene's motion; what was hidden is inpainted"),
+    ("OFF", "Off", "Each frame on its own, from the same seed"),
 )
 TEXTURE_SIZES = tuple((str(size), f"{size} px", f"A {size} x {size} texture") for size in (512, 1024, 2048, 4096))
 
@@ -163,6 +170,17 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
         description="How much of the render is repainted: 1 ignores it, small values keep it",
     )
     apply_to: bpy.props.EnumProperty(name="Apply as", items=APPLY_TARGETS, default="BACKGROUND")
+    temporal_mode: bpy.props.EnumProperty(name="Temporal", items=TEMPORAL_MODES, default="FULL")
+    temporal_anchor_every: bpy.props.IntProperty(
+        name="Keyframe every", min=0, soft_max=120, default=0,
+        description="Anchor frames: 0 anchors every frame to the first frame of the range; K makes a keyframe "
+        "every K frames, each anchoring the frames up to the next",
+    )
+    temporal_warp_strength: bpy.props.FloatProperty(
+        name="Warp strength", min=0.05, max=1.0, default=DEFAULT_WARP_STRENGTH, subtype="FACTOR",
+        description="How much of the frame before, warped into this one, is repainted: low keeps it steady, "
+        "high follows the prompt and the controls more",
+    )
     texture_views: bpy.props.IntProperty(name="Views", min=1, max=32, default=8,
                                          description="How many views (Orbit and Active + unseen)")
     texture_strategy: bpy.props.EnumProperty(name="Views", items=TEXTURE_STRATEGIES, default="ORBIT")

@@ -1,0 +1,182 @@
+"""A frame range generated in a temporal mode (core.temporal, docs/animation.md) by the command
+line's `generate --frames`, which Generate Frames runs in the background.
+
+Frames are <blend>_<scene>_<NNNN>.png in the result folder; a frame whose file is there is kept,
+so a stopped batch goes on where it stopped (warp starts from the last frame written). Each
+frame's motion pass and first control image go to the folder's passes/ (motion_NNNN.exr,
+occlusion_NNNN.png, <kind>_NNNN.png, as the `passes` command names them), and the temporal report
+(frames_report.json and .png) is written from those files once every frame is there.
+"""
+import base64
+import os
+from dataclasses import dataclass, field
+
+from ..core import temporal
+from ..core.files import write_whole
+from ..core.frames_report import report_from_files, report_summary, write_frames_report
+from ..core.job import DONE, GenerationJob
+from ..core.png import read_png
+from ..core.warp import read_motion
+from .jobs import frame_file_stem, frame_paths
+from .motion import motion_paths, write_motion_files
+from .request import checked_units, generation_size, prepare_request
+
+PASSES_FOLDER = "passes"
+
+
+class FramesStopped(Exception):
+    """A frame's job did not finish; the message says which frame and why."""
+
+    def __init__(self, frame, message):
+        super().__init__(message)
+        self.frame = frame
+
+
+@dataclass(frozen=True)
+class TemporalOptions:
+    mode: str = temporal.DEFAULT_TEMPORAL_MODE
+    anchor_every: int = 0  # 0: the first frame of the shot anchors every frame
+    warp_strength: float = temporal.DEFAULT_WARP_STRENGTH
+
+
+@dataclass
+class FramesRun:
+    """scene, client, limits (the server's, or None), out (result folder), frames (a range),
+    options (TemporalOptions), wait (job → final snapshot, printing progress), how_to_retry."""
+
+    scene: object
+    client: object
+    limits: dict | None
+    out: str
+    frames: range
+    options: TemporalOptions
+    wait: object
+    how_to_retry: str
+    _anchors: dict = field(default_factory=dict)
+
+    @property
+    def passes(self):
+        return os.path.join(self.out, PASSES_FOLDER)
+
+    def path(self, frame):
+        return frame_paths(self.scene, [frame], self.out)[0]
+
+    def run(self, frames_to_make, say):
+        """Generate frames_to_make (in order) in the options' mode; raises FramesStopped."""
+        os.makedirs(self.passes, exist_ok=True)
+        mode = self.options.mode
+        if temporal.uses_warp(mode):
+            for frame in frames_to_make:
+                say(f"frame {frame}:")
+                self._warped_frame(frame)
+                say(self.path(frame))
+        elif temporal.uses_anchor(mode):
+            size = self._chunk_size()
+            for chunk in temporal.chunks(frames_to_make, self.frames.start, self.options.anchor_every, size):
+                say(f"frames {chunk[0]}-{chunk[-1]}:" if len(chunk) > 1 else f"frame {chunk[0]}:")
+                self._anchored_chunk(chunk)
+                say(*(self.path(frame) for frame in chunk))
+        else:
+            for frame in frames_to_make:
+                say(f"frame {frame}:")
+                self._generate(frame, self.body(frame), [self.path(frame)])
+                say(self.path(frame))
+
+    def body(self, frame):
+        """The POST /v1/jobs body of a frame, its passes rendered; its pass files written."""
+        self.scene.frame_set(frame)
+        body = prepare_request(self.scene, self.limits)
+        self._write_pass_files(frame, body)
+        return body
+
+    def anchor_body(self, frame):
+        """An anchor frame's body, its passes rendered once for all the jobs it anchors."""
+        if frame not in self._anchors:
+            self._anchors[frame] = self.body(frame)
+        return self._anchors[frame]
+
+    def _write_pass_files(self, frame, body):
+        kind = self._control_kind()
+        if kind:
+            write_whole(self._control_path(kind, frame), base64.b64decode(body["controls"][0]["image"]))
+        if frame > self.frames.start:
+            write_motion_files(self.scene, *generation_size(self.scene), self.passes)
+
+    def _chunk_size(self):
+        most = ((self.limits or {}).get("frames") or {}).get("max")
+        if not most:
+            raise ValueError("this server runs no frame jobs (cross-frame attention): update it, or use "
+                             "--temporal off or warp")
+        return most
+
+    def _anchored_chunk(self, chunk):
+        anchor = temporal.anchor_frame(chunk[0], self.frames.start, self.options.anchor_every)
+        bodies = [self.body(frame) for frame in chunk]
+        job_body = temporal.frame_job_body(bodies, self.anchor_body(anchor))
+        self._generate(chunk[0], job_body, [self.path(frame) for frame in chunk], route="/v1/frame-jobs")
+
+    def _warped_frame(self, frame):
+        body = self.body(frame)
+        if frame == self.frames.start:  # nothing before it: it starts the shot (and anchors it)
+            self._generate(frame, body, [self.path(frame)])
+            return
+        motion_path, occlusion_path = motion_paths(self.passes, frame)
+        occluded = read_png(occlusion_path) >= 128
+        image, hole = temporal.warped_start(read_png(self.path(frame - 1)), read_motion(motion_path), occluded)
+        if hole.any():
+            inpainted = os.path.join(self.passes, f"inpainted_{frame:04d}.png")
+            self._generate(frame, self._anchored(frame, temporal.inpainting_body(body, image, hole)), [inpainted])
+            image = read_png(inpainted)
+        repaint = temporal.repaint_body(body, image, self.options.warp_strength)
+        self._generate(frame, self._anchored(frame, repaint), [self.path(frame)])
+
+    def _anchored(self, frame, body):
+        """In full mode a frame job whose anchor is a keyframe already generated, starting from its
+        own image; else the body as it is."""
+        if not temporal.uses_anchor(self.options.mode):
+            return body, "/v1/jobs"
+        self._chunk_size()  # a server without frame jobs says so before anything runs
+        anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
+        anchor_body = dict(self.anchor_body(anchor), init_image=temporal.png_base64(read_png(self.path(anchor))))
+        return temporal.frame_job_body([body], anchor_body), "/v1/frame-jobs"
+
+    def _generate(self, frame, body, paths, route="/v1/jobs"):
+        if isinstance(body, tuple):
+            body, route = body
+        job = GenerationJob(self.client, body, self.out, frame_file_stem(self.scene, frame), seed_in_name=False,
+                            how_to_retry=self.how_to_retry, route=route, result_paths=paths).start()
+        snapshot = self.wait(job)
+        if snapshot.state != DONE:
+            raise FramesStopped(frame, f"frame {frame}: {snapshot.message}")
+
+    def write_report(self):
+        """The temporal report of the whole range from the files (the pass files of frames kept
+        from an earlier run rendered now); returns (paths written, summary lines)."""
+        for frame in self.frames:
+            if not all(os.path.exists(path) for path in self._pass_files(frame)):
+                self.body(frame)
+        later = self.frames[1:]
+        kind = self._control_kind()
+        report = report_from_files(
+            {frame: self.path(frame) for frame in self.frames},
+            {frame: motion_paths(self.passes, frame)[0] for frame in later},
+            {frame: motion_paths(self.passes, frame)[1] for frame in later},
+            kind and {frame: self._control_path(kind, frame) for frame in self.frames},
+            temporal=self.options.mode, anchor_every=self.options.anchor_every,
+            warp_strength=self.options.warp_strength if temporal.uses_warp(self.options.mode) else None,
+            control=kind, seed=self.scene.sd_blender.seed,
+        )
+        return write_frames_report(self.out, report), report_summary(report)
+
+    def _control_kind(self):
+        """The pass of the first control unit (the report's floor), or None without units."""
+        units = checked_units(self.scene.sd_blender)
+        return units[0].kind if units else None
+
+    def _control_path(self, kind, frame):
+        return os.path.join(self.passes, f"{kind}_{frame:04d}.png")
+
+    def _pass_files(self, frame):
+        kind = self._control_kind()
+        return ([self._control_path(kind, frame)] if kind else []) + (
+            list(motion_paths(self.passes, frame)) if frame > self.frames.start else [])
