@@ -163,3 +163,38 @@ def test_the_report_says_how_far_each_frame_is_from_the_one_before_warped(shot, 
     assert report["mean_warping_error"] == pytest.approx(np.mean(errors), abs=1e-3)
     assert Image.open(out / "frames_report.png").size == (800, 360)
     assert os.path.getsize(out / "frames_report.png") > 1000
+
+
+def test_anchor_sends_the_frames_in_chunks_with_the_first_frame_as_anchor(shot, proxy, tmp_path):
+    url, requests = proxy
+    out = tmp_path / "frames"
+    run(shot, out, url, "anchor", "--anchor-every", "2")
+    assert not posted(requests, "/v1/jobs")
+    chunks = posted(requests, "/v1/frame-jobs")
+    assert [len(chunk["frames"]) for chunk in chunks] == [2, 1]  # keyframes 1 and 3
+    depth = {frame: read(out / "passes" / f"depth_{frame:04d}.png") for frame in (1, 2, 3)}
+    for chunk, anchor, frames in zip(chunks, (1, 3), ([1, 2], [3])):
+        assert chunk["seed"] == SEED and [control["type"] for control in chunk["controls"]] == ["depth"]
+        (anchor_depth,) = chunk["anchor"]["control_images"]
+        assert (image(anchor_depth) == depth[anchor]).all()
+        for frame, inputs in zip(frames, chunk["frames"]):
+            assert (image(inputs["control_images"][0]) == depth[frame]).all() and "init_image" not in inputs
+    assert all(frame_file(out, frame).exists() for frame in (1, 2, 3))
+
+
+def test_full_warps_each_frame_and_anchors_it_to_the_first_one_as_generated(shot, proxy, tmp_path):
+    url, requests = proxy
+    out = tmp_path / "frames"
+    run(shot, out, url, "full")
+    (first,) = posted(requests, "/v1/jobs")
+    assert "init_image" not in first
+    jobs = posted(requests, "/v1/frame-jobs")
+    assert len(jobs) == 4  # frames 2 and 3: inpainting, then repainting
+    frame_1 = read(frame_file(out, 1))
+    for job in jobs:
+        assert (image(job["anchor"]["init_image"]) == frame_1).all()
+        assert (image(job["anchor"]["control_images"][0]) == read(out / "passes" / "depth_0001.png")).all()
+    motion, occluded = motion_of(out, 3)
+    inpaint = dict(jobs[2]["frames"][0], strength=jobs[2]["strength"])
+    assert_warped_from(inpaint, read(frame_file(out, 2)), motion, occluded)
+    assert jobs[3]["strength"] == 0.5 and "mask_image" not in jobs[3]["frames"][0]
