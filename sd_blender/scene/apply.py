@@ -104,7 +104,7 @@ def apply_as_render_background(scene, image):
     world gets a black one, which lights nothing, as no world did. Returns the Image Texture node."""
     world = _world_for_background(scene)
     tree = _world_nodes(world)
-    output = tree.get_output_node('ALL') or tree.nodes.new("ShaderNodeOutputWorld")
+    output = _world_output(tree) or _new_world_output(tree)
     node = _NodeMaker(tree, output, RENDER_BACKGROUND_NAME)
     coordinates = node("Coordinates", "ShaderNodeTexCoord", (-600, 500))
     image_node = node("Image", "ShaderNodeTexImage", (-400, 500), image=image, extension='EXTEND')
@@ -136,6 +136,17 @@ def _world_nodes(world):
         world[WORLD_NODES_SWITCHED_ON] = True
         world.use_nodes = True  # the Background node it adds has the world's colour: renders as before
     return world.node_tree
+
+
+def _world_output(tree):
+    """The output the world renders through: the one for all engines, else the active one (or None)."""
+    active = (node for node in tree.nodes if node.type == 'OUTPUT_WORLD' and node.is_active_output)
+    return tree.get_output_node('ALL') or next(active, None)
+
+
+def _new_world_output(tree):
+    """For a world without output (it rendered nothing): one of the add-on's nodes, removed with them."""
+    return _NodeMaker(tree, None, RENDER_BACKGROUND_NAME)("Output", "ShaderNodeOutputWorld", (0, 0))
 
 
 def _insert_before_surface(tree, output, mix):
