@@ -12,8 +12,12 @@ from waiting import wait_for
 
 
 def png_base64(width: int, height: int, color=(255, 255, 255), image_format: str = "PNG") -> str:
+    return image_base64(Image.new("RGB", (width, height), color), image_format)
+
+
+def image_base64(image: Image.Image, image_format: str = "PNG") -> str:
     buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format=image_format)
+    image.save(buffer, format=image_format)
     return base64.b64encode(buffer.getvalue()).decode()
 
 

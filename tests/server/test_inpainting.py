@@ -1,9 +1,6 @@
 """Inpainting through real HTTP: `mask_image` with `init_image` on SD 1.5 (the tiny model) and SDXL
 (a toy), with and without a ControlNet, on regular checkpoints (4-channel UNets) and on inpainting
 checkpoints (9-channel UNets: an SD 1.5 single file in the original layout, an SDXL folder)."""
-import base64
-import io
-
 import httpx
 import numpy as np
 import pytest
@@ -11,16 +8,10 @@ from live_server import running_server
 from model_builders import TINY_METADATA, inpainting_folder, save_ldm_single_file, toy_sdxl_folders
 from PIL import Image
 from sd_blender_server.tiny import ensure_tiny_model
-from server_helpers import fetch_image, field_error, png_base64, run_job
+from server_helpers import fetch_image, field_error, image_base64, png_base64, run_job
 
 SIZE = 64
 JOB = {"width": SIZE, "height": SIZE, "steps": 4, "seed": 5, "strength": 0.9}
-
-
-def _png(image: Image.Image, image_format: str = "PNG") -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 INIT = Image.fromarray(np.random.default_rng(3).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
@@ -50,7 +41,7 @@ def models_client(models, tiny_cache):
 
 
 def _inpainted(client, **body) -> tuple[np.ndarray, dict]:
-    status = run_job(client, **{**JOB, "init_image": _png(INIT), "mask_image": _png(MASK), **body})
+    status = run_job(client, **{**JOB, "init_image": image_base64(INIT), "mask_image": image_base64(MASK), **body})
     return np.asarray(fetch_image(client, status["images"][0]), dtype=np.int16), status["parameters"]
 
 
@@ -86,14 +77,14 @@ def test_the_mask_changes_what_the_repainted_half_becomes(models_client):
     # An inpainting checkpoint sees the masked image: what it keeps changes what it paints.
     repainted = []
     for init in (INIT, Image.new("RGB", (SIZE, SIZE), (200, 30, 30))):
-        pixels, _ = _inpainted(models_client, model="tiny-inpainting", init_image=_png(init))
+        pixels, _ = _inpainted(models_client, model="tiny-inpainting", init_image=image_base64(init))
         repainted.append(pixels[REPAINTED])
     assert not np.array_equal(repainted[0], repainted[1])
 
 
 @pytest.mark.parametrize("model", ["tiny-inpainting", "toy-xl-inpainting"])
 def test_an_inpainting_checkpoint_without_a_mask_repaints_everything(models_client, model):
-    for body in ({}, {"init_image": _png(INIT), "strength": 0.9}):
+    for body in ({}, {"init_image": image_base64(INIT), "strength": 0.9}):
         status = run_job(models_client, **{**JOB, "model": model, **body})
         assert "mask" not in status["parameters"]
         image = fetch_image(models_client, status["images"][0])
@@ -110,28 +101,28 @@ def _mask_as(mode: str) -> Image.Image:
 def test_masks_of_every_accepted_mode_give_the_same_image(client):
     images = set()
     for mode in ("1", "L", "LA", "RGB", "RGBA"):
-        status = run_job(client, **JOB, init_image=_png(INIT), mask_image=_png(_mask_as(mode)))
+        status = run_job(client, **JOB, init_image=image_base64(INIT), mask_image=image_base64(_mask_as(mode)))
         images.add(fetch_image(client, status["images"][0]).tobytes())
     assert len(images) == 1
 
 
 def test_a_mask_needs_an_init_image_of_its_size(client):
-    message = field_error(client.post("/v1/jobs", json={**JOB, "mask_image": _png(MASK)}), "mask_image")
+    message = field_error(client.post("/v1/jobs", json={**JOB, "mask_image": image_base64(MASK)}), "mask_image")
     assert "needs init_image" in message
-    small = _png(MASK.resize((32, 48)))
-    message = field_error(client.post("/v1/jobs", json={**JOB, "init_image": _png(INIT), "mask_image": small}), "mask_image")
+    small = image_base64(MASK.resize((32, 48)))
+    message = field_error(client.post("/v1/jobs", json={**JOB, "init_image": image_base64(INIT), "mask_image": small}), "mask_image")
     assert "32x48" in message and f"{SIZE}x{SIZE}" in message
 
 
 @pytest.mark.parametrize(
     "mask, mode",
     [
-        (_png(MASK.convert("P")), "P"),
-        (_png(MASK.convert("I;16")), "I;16"),
-        (_png(MASK.convert("CMYK"), "JPEG"), "CMYK"),
+        (image_base64(MASK.convert("P")), "P"),
+        (image_base64(MASK.convert("I;16")), "I;16"),
+        (image_base64(MASK.convert("CMYK"), "JPEG"), "CMYK"),
     ],
 )
 def test_a_mask_of_another_mode_is_refused(client, mask, mode):
-    response = client.post("/v1/jobs", json={**JOB, "init_image": _png(INIT), "mask_image": mask})
+    response = client.post("/v1/jobs", json={**JOB, "init_image": image_base64(INIT), "mask_image": mask})
     message = field_error(response, "mask_image")
     assert f"mode {mode}" in message and "grayscale" in message
