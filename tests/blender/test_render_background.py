@@ -125,6 +125,15 @@ def test_applying_again_reuses_the_nodes_and_shows_the_new_image(tmp_path, lit_c
     assert render(scene, tmp_path / "second_render.png")[0, 0] * 255 == pytest.approx((250, 120, 10), abs=2.5)
 
 
+def test_a_world_rendering_through_a_cycles_only_output_shows_the_image_there(tmp_path, lit_cube_scene):
+    scene = lit_cube_scene
+    output = next(node for node in scene.world.node_tree.nodes if node.type == 'OUTPUT_WORLD')
+    output.target = 'CYCLES'
+    apply.apply_as_render_background(scene, apply.load_image(image_file(tmp_path / "generated.png", gradient())))
+    corner = render(scene, tmp_path / "cycles_output.png")[0, 0]
+    assert np.abs(corner - gradient()[0, 0] / 255).max() <= 2.5 / 255
+
+
 def test_removing_puts_the_worlds_nodes_and_links_back(tmp_path, lit_cube_scene):
     scene = lit_cube_scene
     tree = scene.world.node_tree
