@@ -28,3 +28,21 @@ def server(tiny_cache):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def toy_models_client(tiny_cache, tmp_path_factory):
+    """A client of a server with a models folder: the toy SDXL (`toy-xl`), its ControlNet (`toy_xl_depth`)
+    and a ControlNet Union ProMax (`toy_union_promax`), and a LoRA for the tiny model (`tiny_style`)."""
+    from model_builders import tiny_lora, toy_sdxl_folders, toy_union
+    from sd_blender_server.tiny import ensure_tiny_model
+
+    models = tmp_path_factory.mktemp("toy_models") / "models"
+    tiny = ensure_tiny_model(tiny_cache)
+    toy_sdxl_folders(tiny, models)
+    toy_union(models / "checkpoints" / "toy-xl" / "unet", models / "controlnet" / "toy_union_promax", num_control_type=8)
+    (models / "loras").mkdir()
+    tiny_lora(tiny / "pipeline", models / "loras" / "tiny_style.safetensors", seed=1)
+    with running_server("--device", "cpu", "--models-dir", str(models), cache_dir=tiny_cache) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client

@@ -13,7 +13,6 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from live_server import running_server
-from model_builders import tiny_lora, toy_sdxl_folders, toy_union
 from PIL import Image
 from server_helpers import (
     fetch_image, field_error, image_base64, png_base64, read_events, run_job, wait_finished, wait_running,
@@ -21,7 +20,6 @@ from server_helpers import (
 from waiting import wait_for
 
 from sd_blender_server.cross_frame import CrossFrameAttention
-from sd_blender_server.tiny import ensure_tiny_model
 
 SIZE = 64
 CONTROL = png_base64(SIZE, SIZE, (90, 90, 90))
@@ -147,20 +145,6 @@ def test_inpainted_frames_keep_what_their_masks_keep(client):
         assert np.abs(pixels[REPAINTED] - init_pixels[REPAINTED]).mean() > 20
 
 
-@pytest.fixture(scope="module")
-def models_client(tiny_cache, tmp_path_factory):
-    """A server with a models folder: the toy SDXL, its ControlNet and Union, a LoRA for the tiny model."""
-    models = tmp_path_factory.mktemp("frame_models") / "models"
-    tiny = ensure_tiny_model(tiny_cache)
-    toy_sdxl_folders(tiny, models)
-    toy_union(models / "checkpoints" / "toy-xl" / "unet", models / "controlnet" / "toy_union_promax", num_control_type=8)
-    (models / "loras").mkdir()
-    tiny_lora(tiny / "pipeline", models / "loras" / "tiny_style.safetensors", seed=1)
-    with running_server("--device", "cpu", "--models-dir", str(models), cache_dir=tiny_cache) as live:
-        with httpx.Client(base_url=live.url, timeout=60) as client:
-            yield client
-
-
 @pytest.mark.parametrize(
     "model, controls, settings",
     [
@@ -172,21 +156,21 @@ def models_client(tiny_cache, tmp_path_factory):
     ],
 )
 @pytest.mark.parametrize("img2img", [False, True])
-def test_frame_jobs_run_on_every_kind_of_model(models_client, model, controls, settings, img2img):
+def test_frame_jobs_run_on_every_kind_of_model(toy_models_client, model, controls, settings, img2img):
     inits = INITS if img2img else [None] * 3
     frames = [frame(init, controls=len(controls)) for init in inits[:2]]
     body = frame_job(frames, anchor=frame(inits[2], controls=len(controls)), model=model, controls=controls, **settings)
-    status = wait_finished(models_client, submit_frames(models_client, body))
+    status = wait_finished(toy_models_client, submit_frames(toy_models_client, body))
     assert status["state"] == "done", status["error"]
-    assert [fetch_image(models_client, path).size for path in status["images"]] == [(SIZE, SIZE)] * 2
+    assert [fetch_image(toy_models_client, path).size for path in status["images"]] == [(SIZE, SIZE)] * 2
 
 
-def test_a_lora_applies_under_cross_frame_attention_and_to_its_job_only(models_client):
+def test_a_lora_applies_under_cross_frame_attention_and_to_its_job_only(toy_models_client):
     body = frame_job([frame(INITS[0]), frame(INITS[1])], anchor=frame(INITS[2]))
-    plain = frame_images(models_client, body)
-    styled = frame_images(models_client, {**body, "loras": [{"name": "tiny_style", "weight": 1.0}]})
+    plain = frame_images(toy_models_client, body)
+    styled = frame_images(toy_models_client, {**body, "loras": [{"name": "tiny_style", "weight": 1.0}]})
     assert all(styled_frame != plain_frame for styled_frame, plain_frame in zip(styled, plain))
-    assert frame_images(models_client, body) == plain
+    assert frame_images(toy_models_client, body) == plain
 
 
 def test_bad_frame_jobs_are_422s_naming_their_field(client):

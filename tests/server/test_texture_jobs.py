@@ -6,10 +6,8 @@ import httpx
 import numpy as np
 import pytest
 from live_server import running_server
-from model_builders import tiny_lora, toy_sdxl_folders, toy_union
 from server_helpers import fetch_image, field_error, png_base64, read_events, run_job, wait_finished, wait_running
 
-from sd_blender_server.tiny import ensure_tiny_model
 
 WIDTH, HEIGHT = 128, 64
 COLUMNS, ROWS = WIDTH // 8, HEIGHT // 8  # the latent image, where correspondences are given
@@ -70,33 +68,19 @@ def test_views_seeing_the_same_texels_agree(client):
     assert agreement_gain(client) > 3
 
 
-@pytest.fixture(scope="module")
-def models_client(tiny_cache, tmp_path_factory):
-    """A server with a models folder: the toy SDXL, its ControlNet and Union, a LoRA for the tiny model."""
-    models = tmp_path_factory.mktemp("texture_models") / "models"
-    tiny = ensure_tiny_model(tiny_cache)
-    toy_sdxl_folders(tiny, models)
-    toy_union(models / "checkpoints" / "toy-xl" / "unet", models / "controlnet" / "toy_union_promax", num_control_type=8)
-    (models / "loras").mkdir()
-    tiny_lora(tiny / "pipeline", models / "loras" / "tiny_style.safetensors", seed=1)
-    with running_server("--device", "cpu", "--models-dir", str(models), cache_dir=tiny_cache) as live:
-        with httpx.Client(base_url=live.url, timeout=60) as client:
-            yield client
-
-
 @pytest.mark.parametrize("controlnet", ["toy_xl_depth", "toy_union_promax"])
-def test_sdxl_views_agree_too(models_client, controlnet):
-    assert agreement_gain(models_client, model="toy-xl", controlnet=controlnet, scheduler="euler") > 3
+def test_sdxl_views_agree_too(toy_models_client, controlnet):
+    assert agreement_gain(toy_models_client, model="toy-xl", controlnet=controlnet, scheduler="euler") > 3
 
 
-def test_a_lora_applies_to_its_texture_job_only(models_client):
+def test_a_lora_applies_to_its_texture_job_only(toy_models_client):
     body = texture_job(correspondence(0, COLUMNS), correspondence(0, COLUMNS))
     body["views"][0]["neighbours"] = [1]  # the LoRA's attention layers under the neighbours' processor
 
     def pixels(**settings) -> tuple[dict, list[np.ndarray]]:
-        status = wait_finished(models_client, submit_texture(models_client, {**body, **settings}))
+        status = wait_finished(toy_models_client, submit_texture(toy_models_client, {**body, **settings}))
         assert status["state"] == "done", status["error"]
-        return status, view_images(models_client, status)
+        return status, view_images(toy_models_client, status)
 
     _, plain = pixels()
     styled_status, styled = pixels(loras=[{"name": "tiny_style", "weight": 1.0}])
