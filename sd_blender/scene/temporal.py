@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..core import temporal
-from ..core.files import write_whole
+from ..core.files import clear_leftovers, write_whole
 from ..core.frames_report import report_from_files, report_summary, write_frames_report
 from ..core.job import DONE, GenerationJob
 from ..core.png import read_png
@@ -64,23 +64,29 @@ class FramesRun:
     def run(self, frames_to_make, say):
         """Generate frames_to_make (in order) in the options' mode; raises FramesStopped."""
         os.makedirs(self.passes, exist_ok=True)
+        for name in clear_leftovers(self.passes):
+            say(f"removed passes/{name}, left half-written when an earlier run stopped")
         mode = self.options.mode
-        if temporal.uses_warp(mode):
-            for frame in frames_to_make:
-                say(f"frame {frame}:")
-                self._warped_frame(frame)
-                say(self.path(frame))
-        elif temporal.uses_anchor(mode):
+        if temporal.uses_anchor(mode) and not temporal.uses_warp(mode):
             size = self._chunk_size()
-            for chunk in temporal.chunks(frames_to_make, self.frames.start, self.options.anchor_every, size):
-                say(f"frames {chunk[0]}-{chunk[-1]}:" if len(chunk) > 1 else f"frame {chunk[0]}:")
-                self._anchored_chunk(chunk)
-                say(*(self.path(frame) for frame in chunk))
+            jobs = temporal.chunks(frames_to_make, self.frames.start, self.options.anchor_every, size)
         else:
-            for frame in frames_to_make:
-                say(f"frame {frame}:")
-                self._generate(frame, self.body(frame), [self.path(frame)])
-                say(self.path(frame))
+            jobs = [[frame] for frame in frames_to_make]
+        for frames in jobs:
+            say(f"frames {frames[0]}-{frames[-1]}:" if len(frames) > 1 else f"frame {frames[0]}:")
+            try:
+                self._make(frames)
+            except OSError as error:
+                raise FramesStopped(frames[0], f"frame {frames[0]}: could not write its passes: {error}") from None
+            say(*(self.path(frame) for frame in frames))
+
+    def _make(self, frames):
+        if temporal.uses_warp(self.options.mode):
+            self._warped_frame(frames[0])
+        elif temporal.uses_anchor(self.options.mode):
+            self._anchored_chunk(frames)
+        else:
+            self._generate(frames[0], self.body(frames[0]), [self.path(frames[0])])
 
     def body(self, frame):
         """The POST /v1/jobs body of a frame, its passes rendered; its pass files written."""

@@ -194,13 +194,13 @@ def test_headless_frames_resume_where_they_stopped_and_play_as_a_background(save
     stopped = run_command_line(*common, "--server", "http://127.0.0.1:9", "--frames", "1-2")
     assert stopped.returncode == 1
     assert "stopped at frame 1; the frames before it are kept: run the same command again" in stopped.stderr
-    assert not out.exists() or not list(out.iterdir())
+    assert not list(out.glob("shot_Scene_*"))
 
     first = run_command_line(*common, "--server", server, "--frames", "1-2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "seed 5 for every frame" in first.stdout
     assert "note: the depth range is measured per frame (Auto), so its scale can jump" in first.stdout
-    written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    written = {path.name: path.stat().st_mtime_ns for path in out.glob("shot_Scene_*")}
     assert sorted(written) == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
 
     applied = tmp_path / "applied.blend"
@@ -209,7 +209,8 @@ def test_headless_frames_resume_where_they_stopped_and_play_as_a_background(save
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "frame 1: done already" in resumed.stdout and "frame 2: done already" in resumed.stdout
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written  # kept, not redone
-    assert sorted(path.name for path in out.iterdir()) == [f"shot_Scene_000{frame}.png" for frame in (1, 2, 3)]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "frames_report.json", "frames_report.png", "passes", *(f"shot_Scene_000{frame}.png" for frame in (1, 2, 3))]
     for frame in (1, 2, 3):
         assert json.loads(Image.open(out / f"shot_Scene_000{frame}.png").text["sd_blender"])["seed"] == 5
 

@@ -49,20 +49,27 @@ def frame_name(frame):
     return f"shot_Scene_{frame:04d}.png"
 
 
+REPORT = ("frames_report.json", "frames_report.png")  # rewritten by every run that ends
+
+
 def written(out):
-    """{name: (bytes, modification time)} of every file in the folder."""
-    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()}
+    """{name: (bytes, modification time)} of every file in the folder but the temporal report (the
+    pass files are in the folder passes/)."""
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()
+            if path.is_file() and path.name not in REPORT}
 
 
 def assert_rerun_completes(shot, out, server_url, kept):
     """The same command for frames 1-3 exits 0; the frames in `kept` are as they were, and the
-    folder holds exactly the three frames, each whole: decodable, the right size, its metadata inside."""
+    folder holds exactly the three frames, each whole: decodable, the right size, its metadata inside,
+    and the temporal report."""
     rerun = run_frames(shot, out, server_url, "1-3")
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     for name in kept:
         assert f"done already, kept {out / name}" in rerun.stdout
     after = written(out)
     assert sorted(after) == [frame_name(frame) for frame in (1, 2, 3)]
+    assert all((out / name).is_file() for name in REPORT)
     assert {name: after[name] for name in kept} == kept
     for name in after:
         with Image.open(out / name) as png:
@@ -141,13 +148,14 @@ def test_a_server_killed_mid_job_stops_the_batch_at_that_frame(shot, tmp_path, t
     cache = tmp_path_factory.mktemp("server_cache")
     with running_server(cache_dir=cache) as doomed:  # killed below
         kept = first_frame_done(shot, out, doomed.url)
-        ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # holds frame 2
+        # Holds frame 2 queued until the server is killed (the longest job the server takes).
+        ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
         batch = start_frames(shot, out, doomed.url, "1-3")
         output = OutputLines(batch)
         wait_for(lambda: "queued on the server" in output.after("frame 2:") or batch.poll() is not None, "frame 2 queued")
         kill(doomed.process)
     with running_server(cache_dir=cache, port=urlparse(doomed.url).port) as restarted:
-        assert batch.wait(timeout=600) == 1
+        assert batch.wait(timeout=600) == 1, "".join(output.lines)[-3000:]
         text = "".join(output.lines)
         assert ("frame 2: the server no longer knows this job: it was restarted, or the result expired. "
                 "To generate it again, run the command again." in text
@@ -179,6 +187,7 @@ def test_a_full_disk_stops_the_batch_and_leaves_no_partial_frame(shot, tmp_path,
 
     stopped = run_frames(shot, out, server, "1-3", preexec_fn=small_disk)
     assert stopped.returncode == 1, stopped.stdout[-3000:]
-    assert "sd_blender: frame 2: could not write the result: [Errno 27] File too large" in stopped.stderr
+    assert "sd_blender: frame 2: could not write " in stopped.stderr and "[Errno 27] File too large" in stopped.stderr
+    assert "stopped at frame 2; the frames before it are kept" in stopped.stderr
     assert written(out) == kept
     assert_rerun_completes(shot, out, server, kept)
