@@ -39,16 +39,19 @@ class FrameView:
 class MotionPass:
     motion: np.ndarray  # (H, W, 2) float32: X, Y in pixels; 0 where nothing was hit
     occluded: np.ndarray  # (H, W) bool
+    distance: np.ndarray  # (H, W): frame N's nearest surface per pixel (inf: none), for the next frame
 
 
-def motion_pass(now, before, counterparts):
+def motion_pass(now, before, counterparts, before_distance=None):
     """The motion of frame `now` (FrameView) back to frame `before` (FrameView).
 
     counterparts: (T,) indices into before.corners of each of now.corners' triangles, −1 where the
-    triangle does not exist in frame N−1. Every triangle of `before` hides what is behind it.
+    triangle does not exist in frame N−1. Every triangle of `before` hides what is behind it:
+    before_distance is its nearest surface per pixel when known already (the `distance` of the
+    frame before's own motion pass), else it is rasterised.
     """
     camera = now.camera
-    triangle, weights, _ = camera_coverage(now.corners, camera, now.near)
+    triangle, weights, distance = camera_coverage(now.corners, camera, now.near)
     known = triangle >= 0
     known[known] = counterparts[triangle[known]] >= 0
     points_before = np.einsum("nk,nkc->nc", weights[known], before.corners[counterparts[triangle[known]]])
@@ -58,16 +61,17 @@ def motion_pass(now, before, counterparts):
     centres = np.stack([columns + 0.5, rows + 0.5], axis=1)
     motion = np.zeros((camera.height, camera.width, 2), np.float32)
     motion[known] = positions - centres
-    seen = _seen(positions, distances, before)
+    if before_distance is None:
+        before_distance = _clipped_coverage(before.corners, before.camera, before.near)[0].depth
     occluded = np.ones((camera.height, camera.width), bool)
-    occluded[known] = ~seen
-    return MotionPass(motion, occluded)
+    occluded[known] = ~_seen(positions, distances, before, before_distance)
+    return MotionPass(motion, occluded, distance)
 
 
-def _seen(positions, distances, before):
-    """Which points (frame N−1's pixel positions and distances) that frame's camera saw."""
+def _seen(positions, distances, before, nearest):
+    """Which points (frame N−1's pixel positions and distances) that frame's camera saw, its
+    nearest surface per pixel being `nearest`."""
     camera = before.camera
-    _, _, nearest = camera_coverage(before.corners, camera, before.near)
     inside = ((positions >= 0) & (positions <= [camera.width, camera.height])).all(axis=1) & (distances > before.near)
     nearest_around = _least_around(nearest, positions[inside] - 0.5)
     seen = np.zeros(len(positions), bool)
@@ -90,16 +94,23 @@ def camera_coverage(corners, camera, near):
     """Rasterise world triangles in a camera, clipped at its near plane: per pixel the triangle
     (−1 where none), the barycentric weights of the pixel centre's point on it (perspective-
     correct, relative to the whole triangle's corners) and the distance (inf where none)."""
-    view = camera.to_view(corners.reshape(-1, 3)).reshape(-1, 3, 3)
-    pieces, source, corner_weights = clip_near(view, near)
-    pixels, depth = camera.to_pixels(pieces.reshape(-1, 3))
-    coverage = rasterize(pixels.reshape(-1, 3, 2), camera.width, camera.height, depth=depth.reshape(-1, 3))
+    coverage, source, corner_weights = _clipped_coverage(corners, camera, near)
     covered = coverage.covered
     triangle = np.full(covered.shape, -1, np.int64)
     triangle[covered] = source[coverage.triangle[covered]]
     weights = np.zeros(covered.shape + (3,), np.float64)
     weights[covered] = np.einsum("nk,nkc->nc", coverage.barycentric[covered], corner_weights[coverage.triangle[covered]])
     return triangle, weights, coverage.depth
+
+
+def _clipped_coverage(corners, camera, near):
+    """The raster.Coverage of the triangles' pieces in front of the near plane, the triangle each
+    piece comes from and its corners' weights (clip_near)."""
+    view = camera.to_view(corners.reshape(-1, 3)).reshape(-1, 3, 3)
+    pieces, source, corner_weights = clip_near(view, near)
+    pixels, depth = camera.to_pixels(pieces.reshape(-1, 3))
+    coverage = rasterize(pixels.reshape(-1, 3, 2), camera.width, camera.height, depth=depth.reshape(-1, 3))
+    return coverage, source, corner_weights
 
 
 def clip_near(view_corners, near):

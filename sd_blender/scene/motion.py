@@ -21,18 +21,39 @@ from .texels import view_camera
 _GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
 
 
+class MotionFrames:
+    """Motion passes of a scene's frames at width × height. Of consecutive frames, the one before
+    is not evaluated and rasterised again: the last frame's triangles and depth serve the next."""
+
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+        self._last = None  # (frame, FrameView, triangle ranges, nearest distance per pixel)
+
+    def render(self, scene):
+        """core.motion.MotionPass of the scene's current frame back to the frame before it; the
+        scene is left at its current frame."""
+        frame = scene.frame_current
+        try:
+            if self._last is not None and self._last[0] == frame - 1:
+                before, before_triangles, before_distance = self._last[1:]
+            else:
+                scene.frame_set(frame - 1)
+                (before, before_triangles), before_distance = self._frame_view(scene), None
+            scene.frame_set(frame)
+            now, now_triangles = self._frame_view(scene)
+        finally:
+            scene.frame_set(frame)
+        result = motion_pass(now, before, _counterparts(now_triangles, before_triangles), before_distance)
+        self._last = (frame, now, now_triangles, result.distance)
+        return result
+
+    def _frame_view(self, scene):
+        return _frame_view(scene, self.width, self.height)
+
+
 def render_motion(scene, width, height):
-    """core.motion.MotionPass of the scene's current frame back to the frame before it, at
-    width × height pixels; the scene is left at its current frame."""
-    frame = scene.frame_current
-    try:
-        scene.frame_set(frame - 1)
-        before, before_triangles = _frame_view(scene, width, height)
-        scene.frame_set(frame)
-        now, now_triangles = _frame_view(scene, width, height)
-    finally:
-        scene.frame_set(frame)
-    return motion_pass(now, before, _counterparts(now_triangles, before_triangles))
+    """core.motion.MotionPass of the scene's current frame back to the frame before it."""
+    return MotionFrames(width, height).render(scene)
 
 
 def motion_paths(folder, frame):
@@ -40,10 +61,10 @@ def motion_paths(folder, frame):
     return os.path.join(folder, f"motion_{frame:04d}.exr"), os.path.join(folder, f"occlusion_{frame:04d}.png")
 
 
-def write_motion_files(scene, width, height, folder):
+def write_motion_files(scene, frames, folder):
     """Write the current frame's motion (EXR, channels X and Y) and occlusion mask (white where
-    occluded) into folder; returns both paths."""
-    result = render_motion(scene, width, height)
+    occluded), rendered by `frames` (MotionFrames), into folder; returns both paths."""
+    result = frames.render(scene)
     motion_path, occlusion_path = motion_paths(folder, scene.frame_current)
     write_motion(motion_path, result.motion)
     write_png(occlusion_path, np.where(result.occluded, 255, 0).astype(np.uint8))

@@ -18,7 +18,7 @@ from ..core.job import DONE, GenerationJob
 from ..core.png import read_png
 from ..core.warp import read_motion
 from .jobs import frame_file_stem, frame_paths
-from .motion import motion_paths, write_motion_files
+from .motion import MotionFrames, motion_paths, write_motion_files
 from .request import checked_units, generation_size, prepare_request
 
 PASSES_FOLDER = "passes"
@@ -53,6 +53,9 @@ class FramesRun:
     wait: object
     how_to_retry: str
     _anchors: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._motion = MotionFrames(*generation_size(self.scene))
 
     @property
     def passes(self):
@@ -106,7 +109,7 @@ class FramesRun:
         if kind:
             write_whole(self._control_path(kind, frame), base64.b64decode(body["controls"][0]["image"]))
         if frame > self.frames.start:
-            write_motion_files(self.scene, *generation_size(self.scene), self.passes)
+            write_motion_files(self.scene, self._motion, self.passes)
 
     def _chunk_size(self):
         most = ((self.limits or {}).get("frames") or {}).get("max")

@@ -20,7 +20,7 @@ from ..core.png import is_whole_png, write_png
 from ..core.temporal import TEMPORAL_MODES
 from ..scene.apply import apply_frames_as_background, apply_results
 from ..scene.depth_range import measure_shot_if_needed, measured_shot_text
-from ..scene.motion import write_motion_files
+from ..scene.motion import MotionFrames, write_motion_files
 from ..scene.frame_range import frames_depth_advice
 from ..scene.jobs import frame_paths, output_directory, start_job
 from ..scene.passes import PASS_KINDS, PassError, render_control_images
@@ -128,6 +128,7 @@ def run_passes(args):
     clear_leftovers(args.out)
     _measure_shot_if_needed(scene, args.kinds)
     kinds = [kind for kind in args.kinds if kind != "motion"]
+    motion = MotionFrames(width, height)
     for frame in args.frames or [scene.frame_current]:
         scene.frame_set(frame)
         images = render_control_images(scene, kinds, width, height, pass_options(scene, kinds))
@@ -138,7 +139,7 @@ def run_passes(args):
         if "openpose" in kinds:
             print(_write_openpose_json(scene, width, height, args.out))
         if "motion" in args.kinds:
-            print(*write_motion_files(scene, width, height, args.out), sep="\n")
+            print(*write_motion_files(scene, motion, args.out), sep="\n")
     return 0
 
 
