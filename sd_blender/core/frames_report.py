@@ -92,6 +92,19 @@ def write_frames_report(folder, report):
     return json_path, png_path
 
 
+def report_note(folder):
+    """"; mean warping error …" of the report in folder, for a one-line outcome; "" without one."""
+    try:
+        with open(os.path.join(folder, REPORT_NAME + ".json"), encoding="utf-8") as file:
+            report = json.load(file)
+    except (OSError, ValueError):
+        return ""
+    if report.get("mean_warping_error") is None:
+        return ""
+    return (f"; mean warping error {report['mean_warping_error']:.2f}, control images "
+            f"{_text(report.get('mean_control_warping_error'))} ({REPORT_NAME}.png)")
+
+
 def report_summary(report):
     """A few printable lines: the mean errors and the worst pair."""
     pairs = [pair for pair in report["pairs"] if pair["warping_error"] is not None]

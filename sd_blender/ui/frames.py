@@ -3,11 +3,13 @@ command line's `generate --frames`, docs/cli.md), watched by a timer on the UI t
 never renders the frames or waits for them. When the range is done the frames are shown behind
 the camera view as an image sequence. Frames already in the result folder are kept and
 skipped, so generating the frames again after a stop goes on where it stopped."""
+import os
 from dataclasses import dataclass
 
 import bpy
 
 from ..core.frame_batch import DONE, FrameBatch
+from ..core.frames_report import report_note
 from ..scene.apply import apply_frames_as_background, film_transparent_note
 from ..scene.frame_range import frames_depth_advice, frames_problem, start_frames
 from ..scene.request import family_problem
@@ -36,19 +38,21 @@ def frames_running():
 
 
 def finish_frames(active, snapshot):
-    """Show finished frames behind the camera view (UI thread). Returns a one-line outcome."""
+    """Show finished frames behind the camera view (UI thread). Returns a one-line outcome, with
+    the temporal report's mean warping error."""
     if snapshot.state != DONE:
         return snapshot.message
+    message = snapshot.message + report_note(os.path.dirname(active.batch.frame_paths[0]))
     if active.file_changed:
-        return f"{snapshot.message}; not shown: another file was opened while they ran"
+        return f"{message}; not shown: another file was opened while they ran"
     scene = bpy.data.scenes.get(active.scene_name)
     if not active.show or scene is None:
-        return snapshot.message
+        return message
     try:
         apply_frames_as_background(scene, active.batch.frame_paths, active.first_frame)
     except ValueError as error:
-        return f"{snapshot.message}; not shown: {error}"
-    return f"{snapshot.message}; shown behind the camera view as an image sequence{film_transparent_note(scene)}"
+        return f"{message}; not shown: {error}"
+    return f"{message}; shown behind the camera view as an image sequence{film_transparent_note(scene)}"
 
 
 class SDBLENDER_OT_generate_frames(bpy.types.Operator):

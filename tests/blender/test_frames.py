@@ -1,6 +1,7 @@
 """Generate Frames from the panel: a background process (here `python -m sd_blender`, as Blender
 runs as a Python module; a Blender binary runs `blender -b -c sd_blender generate COPY.blend ...`)
 generates the frame range against the live tiny-model server while Blender stays free."""
+import json
 import os
 
 import bpy
@@ -35,7 +36,12 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
     names = [os.path.basename(path) for path in active.batch.frame_paths]
     assert names == ["shot_Scene_0001.png", "shot_Scene_0002.png"]
     assert all(os.path.dirname(path) == str(tmp_path / "sd_blender") and os.path.isfile(path) for path in active.batch.frame_paths)
-    assert active.outcome == f"done: 2 frame(s) in {tmp_path / 'sd_blender'}; shown behind the camera view as an image sequence"
+    report = json.loads((tmp_path / "sd_blender" / "frames_report.json").read_text())
+    assert report["temporal"] == "full" and [pair["frame"] for pair in report["pairs"]] == [2]
+    assert active.outcome == (f"done: 2 frame(s) in {tmp_path / 'sd_blender'}; mean warping error "
+                              f"{report['mean_warping_error']:.2f}, control images "
+                              f"{report['mean_control_warping_error']:.2f} (frames_report.png); "
+                              "shown behind the camera view as an image sequence")
     (background,) = frame_range.camera.data.background_images
     assert background.image.source == 'SEQUENCE'
     assert (background.image_user.frame_start, background.image_user.frame_duration) == (1, 2)
@@ -43,6 +49,7 @@ def test_generate_frames_returns_at_once_and_shows_the_frames_as_a_sequence(fram
 
 def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_range, server):
     frame_range.frame_end = 1
+    frame_range.sd_blender.temporal_mode = "WARP"  # the panel's Animation choice reaches the background process
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     (first,) = run_frames_timer_until_done().batch.frame_paths
     first_written = os.stat(first).st_mtime_ns
@@ -66,6 +73,8 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
     assert active.batch.snapshot().state == "done", active.batch.snapshot().message
     assert all(os.path.isfile(path) for path in active.batch.frame_paths) and len(active.batch.frame_paths) == 3
     assert os.stat(first).st_mtime_ns == first_written  # kept, not generated again
+    report = json.loads(open(os.path.join(os.path.dirname(first), "frames_report.json")).read())
+    assert report["temporal"] == "warp" and report["warp_strength"] == 0.5
 
 
 def test_frames_that_cannot_be_generated_say_what_to_fix(frame_range):

@@ -68,3 +68,15 @@ def test_segmentation_classes_of_the_active_object_and_material(scene):
     drawn = draw(panels.SDBLENDER_PT_passes)
     assert ("label", "Segmentation of Sphere") in drawn
     assert drawn.count(("prop", "sd_blender_seg_class")) == 2
+
+
+def test_the_animation_panel_shows_the_options_of_the_temporal_mode(scene):
+    settings = scene.sd_blender
+    assert settings.temporal_mode == "FULL"  # frame ranges default to full
+    shown = {}
+    for mode in ("FULL", "ANCHOR", "WARP", "OFF"):
+        settings.temporal_mode = mode
+        shown[mode] = draw(panels.SDBLENDER_PT_animation)
+    assert all(("prop", "temporal_mode") in drawn for drawn in shown.values())
+    assert [mode for mode, drawn in shown.items() if ("prop", "temporal_anchor_every") in drawn] == ["FULL", "ANCHOR"]
+    assert [mode for mode, drawn in shown.items() if ("prop", "temporal_warp_strength") in drawn] == ["FULL", "WARP"]
