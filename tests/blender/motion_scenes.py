@@ -117,7 +117,7 @@ def add_bent_column(scene, location=(1.8, -0.5, 0.0)):
     return armature
 
 
-def motion_shot(scene, pan=True, dolly=True, cube=True, turn=True, column=True):
+def motion_shot(scene, pan=True, dolly=True, cube=True, move=True, turn=True, column=True):
     """The test shot at frames 1 and 2 (the scene is left at frame 2)."""
     set_resolution(scene, WIDTH, HEIGHT)
     camera = add_camera(scene)
@@ -133,7 +133,7 @@ def motion_shot(scene, pan=True, dolly=True, cube=True, turn=True, column=True):
     scene.world = None
     add_wall(scene)
     if cube:
-        add_moving_cube(turn=turn)
+        add_moving_cube(turn=turn, move=move)
     if column:
         add_bent_column(scene)
     scene.frame_set(2)
