@@ -1,5 +1,6 @@
 """A minimal PNG encoder and decoder, so the core can write control images and read frames back
 without Pillow or bpy."""
+import base64
 import struct
 import zlib
 
@@ -36,6 +37,11 @@ def encode_png(pixels):
         _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
         _chunk(b"IEND", b""),
     ))
+
+
+def png_base64(pixels):
+    """An image as a base64 PNG, as the server's image fields take it."""
+    return base64.b64encode(encode_png(pixels)).decode("ascii")
 
 
 def write_png(path, pixels):

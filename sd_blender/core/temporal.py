@@ -8,12 +8,10 @@ with which anchor frame, and how a frame starts from the one before it.
             did not show is inpainted first, then the whole frame is repainted at a low strength
     full    warp, with the anchor's attention
 """
-import base64
-
 import numpy as np
 
 from .fusion import fill_unseen
-from .png import encode_png
+from .png import png_base64
 from .sequential import grown
 from .warp import warp
 
@@ -66,10 +64,6 @@ def warped_start(previous, motion, occluded):
     hole = grown(np.asarray(occluded, bool) | ~inside, HOLE_GROWTH_PIXELS)
     filled = fill_unseen(warped, ~hole) if hole.any() and not hole.all() else warped
     return np.clip(np.round(filled), 0, 255).astype(np.uint8), hole
-
-
-def png_base64(pixels):
-    return base64.b64encode(encode_png(pixels)).decode("ascii")
 
 
 def inpainting_body(body, image, hole):

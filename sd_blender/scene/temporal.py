@@ -15,7 +15,7 @@ from ..core import temporal
 from ..core.files import clear_leftovers, write_whole
 from ..core.frames_report import report_from_files, report_summary, write_frames_report
 from ..core.job import DONE, GenerationJob
-from ..core.png import read_png
+from ..core.png import png_base64, read_png
 from ..core.warp import read_motion
 from .jobs import frame_file_stem, frame_paths
 from .motion import MotionFrames, motion_paths, write_motion_files
@@ -146,7 +146,7 @@ class FramesRun:
             return body, "/v1/jobs"
         self._chunk_size()  # a server without frame jobs says so before anything runs
         anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
-        anchor_body = dict(self.anchor_body(anchor), init_image=temporal.png_base64(read_png(self.path(anchor))))
+        anchor_body = dict(self.anchor_body(anchor), init_image=png_base64(read_png(self.path(anchor))))
         return temporal.frame_job_body([body], anchor_body), "/v1/frame-jobs"
 
     def _generate(self, frame, body, paths, route="/v1/jobs"):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core import fusion, sequential
 from ..core.job import DONE
-from ..core.png import encode_png, write_png
+from ..core.png import png_base64, write_png
 from .apply import as_scene_camera
 from .passes import read_image
 from .request import prepare_request
@@ -210,7 +210,7 @@ def _current_view(view, targets, textures, best):
 
 def _png_base64(pixels):
     """0–1 floats (H, W[, 3]) → base64 PNG."""
-    return base64.b64encode(encode_png(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))).decode("ascii")
+    return png_base64(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
 def synchronized_body(scene, cameras, bodies, targets):

@@ -115,16 +115,21 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
                 row.operator("sd_blender.apply_result", text="Texture").target = "TEXTURE"
 
 
-class SDBLENDER_PT_texture(bpy.types.Panel):
-    """Whole-object textures: the prompt, model and control units above, views around the selection."""
+class _SubPanel:
+    """A closed section under the main panel, in the 3D view's sidebar tab SD."""
 
-    bl_idname = "SDBLENDER_PT_texture"
-    bl_label = "Texture"
     bl_parent_id = "SDBLENDER_PT_generate"
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "SD"
     bl_options = {"DEFAULT_CLOSED"}
+
+
+class SDBLENDER_PT_texture(_SubPanel, bpy.types.Panel):
+    """Whole-object textures: the prompt, model and control units above, views around the selection."""
+
+    bl_idname = "SDBLENDER_PT_texture"
+    bl_label = "Texture"
 
     def draw(self, context):
         layout = self.layout
@@ -148,16 +153,11 @@ class SDBLENDER_PT_texture(bpy.types.Panel):
             layout.label(text=active.outcome)
 
 
-class SDBLENDER_PT_animation(bpy.types.Panel):
+class SDBLENDER_PT_animation(_SubPanel, bpy.types.Panel):
     """How Generate Frames makes frames follow each other (docs/animation.md)."""
 
     bl_idname = "SDBLENDER_PT_animation"
     bl_label = "Animation"
-    bl_parent_id = "SDBLENDER_PT_generate"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SD"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         settings = context.scene.sd_blender
@@ -197,16 +197,11 @@ class SDBLENDER_UL_control_units(bpy.types.UIList):
         row.label(text=f"{unit.weight:.2f}")
 
 
-class SDBLENDER_PT_passes(bpy.types.Panel):
+class SDBLENDER_PT_passes(_SubPanel, bpy.types.Panel):
     """How the passes are drawn: depth range, OpenPose rigs, segmentation classes, img2img."""
 
     bl_idname = "SDBLENDER_PT_passes"
     bl_label = "Passes"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "SD"
-    bl_parent_id = "SDBLENDER_PT_generate"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout
