@@ -16,7 +16,7 @@ from ..core.files import clear_leftovers, write_whole
 from ..core.frames_report import report_from_files, report_summary, write_frames_report
 from ..core.job import DONE, GenerationJob
 from ..core.png import png_base64, read_png
-from ..core.warp import read_motion
+from ..core.warp import match_colour_statistics, read_motion
 from .jobs import frame_file_stem, frame_paths
 from .motion import MotionFrames, motion_paths, write_motion_files
 from .request import checked_units, generation_size, prepare_request
@@ -37,6 +37,7 @@ class TemporalOptions:
     mode: str = temporal.DEFAULT_TEMPORAL_MODE
     anchor_every: int = 0  # 0: the first frame of the shot anchors every frame
     warp_strength: float = temporal.DEFAULT_WARP_STRENGTH
+    match_colours: bool = False  # warp and full: the start's colours moved to the anchor frame's
 
 
 @dataclass
@@ -136,6 +137,9 @@ class FramesRun:
             inpainted = os.path.join(self.passes, f"inpainted_{frame:04d}.png")
             self._generate(frame, self._anchored(frame, temporal.inpainting_body(body, image, hole)), [inpainted])
             image = read_png(inpainted)
+        if self.options.match_colours:
+            anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
+            image = match_colour_statistics(image, read_png(self.path(anchor)))
         repaint = temporal.repaint_body(body, image, self.options.warp_strength)
         self._generate(frame, self._anchored(frame, repaint), [self.path(frame)])
 
@@ -173,6 +177,7 @@ class FramesRun:
             kind and {frame: self._control_path(kind, frame) for frame in self.frames},
             temporal=self.options.mode, anchor_every=self.options.anchor_every,
             warp_strength=self.options.warp_strength if temporal.uses_warp(self.options.mode) else None,
+            match_colours=self.options.match_colours and temporal.uses_warp(self.options.mode),
             control=kind, seed=self.scene.sd_blender.seed,
         )
         return write_frames_report(self.out, report), report_summary(report)

@@ -102,6 +102,8 @@ def build_parser():
                           help="anchor and full: a keyframe every K frames (0: the first frame anchors all)")
     generate.add_argument("--warp-strength", type=float, metavar="STRENGTH",
                           help="warp and full: how much of the warped frame before is repainted (0-1, default 0.5)")
+    generate.add_argument("--match-colors", action="store_true",
+                          help="warp and full: move each frame's start to the anchor frame's colour statistics")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
     cli_texture.add_commands(commands)
     return parser
@@ -156,6 +158,7 @@ def _temporal_options(settings, args):
         mode=args.temporal or settings.temporal_mode.lower(),
         anchor_every=settings.temporal_anchor_every if args.anchor_every is None else args.anchor_every,
         warp_strength=settings.temporal_warp_strength if args.warp_strength is None else args.warp_strength,
+        match_colours=args.match_colors or settings.temporal_match_colors,
     )
 
 

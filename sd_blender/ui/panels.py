@@ -167,6 +167,7 @@ class SDBLENDER_PT_animation(_SubPanel, bpy.types.Panel):
             column.prop(settings, "temporal_anchor_every")
         if settings.temporal_mode in ("WARP", "FULL"):
             column.prop(settings, "temporal_warp_strength")
+            column.prop(settings, "temporal_match_colors")
 
 
 def _draw_batch_progress(layout, batch, cancel_operator):

@@ -181,6 +181,11 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
         description="How much of the frame before, warped into this one, is repainted: low keeps it steady, "
         "high follows the prompt and the controls more",
     )
+    temporal_match_colors: bpy.props.BoolProperty(
+        name="Match anchor colours",
+        description="Warp and Full: move each frame's start to the anchor frame's colour mean and spread, "
+        "against slow colour drift",
+    )
     texture_views: bpy.props.IntProperty(name="Views", min=1, max=32, default=8,
                                          description="How many views (Orbit and Active + unseen)")
     texture_strategy: bpy.props.EnumProperty(name="Views", items=TEXTURE_STRATEGIES, default="ORBIT")

@@ -152,7 +152,7 @@ def test_the_report_says_how_far_each_frame_is_from_the_one_before_warped(shot, 
     for pair in report["pairs"]:
         frame = pair["frame"]
         motion, occluded = motion_of(out, frame)
-        for name, values in ((f"shot_Scene_{{:04d}}.png", errors), ("passes/depth_{:04d}.png", floors)):
+        for name, values in (("shot_Scene_{:04d}.png", errors), ("passes/depth_{:04d}.png", floors)):
             current, previous = read(out / name.format(frame)), read(out / name.format(frame - 1))
             moved, inside = warped(previous, motion)
             compared = inside & ~occluded
@@ -185,7 +185,7 @@ def test_anchor_sends_the_frames_in_chunks_with_the_first_frame_as_anchor(shot, 
 def test_full_warps_each_frame_and_anchors_it_to_the_first_one_as_generated(shot, proxy, tmp_path):
     url, requests = proxy
     out = tmp_path / "frames"
-    run(shot, out, url, "full")
+    run(shot, out, url, "full", "--match-colors")
     (first,) = posted(requests, "/v1/jobs")
     assert "init_image" not in first
     jobs = posted(requests, "/v1/frame-jobs")
@@ -198,3 +198,8 @@ def test_full_warps_each_frame_and_anchors_it_to_the_first_one_as_generated(shot
     inpaint = dict(jobs[2]["frames"][0], strength=jobs[2]["strength"])
     assert_warped_from(inpaint, read(frame_file(out, 2)), motion, occluded)
     assert jobs[3]["strength"] == 0.5 and "mask_image" not in jobs[3]["frames"][0]
+    # --match-colors: the repaint starts from the inpainted frame with frame 1's colour statistics.
+    start, inpainted = image(jobs[3]["frames"][0]["init_image"]), read(out / "passes" / "inpainted_0003.png")
+    assert np.allclose(start.mean(axis=(0, 1)), frame_1.mean(axis=(0, 1)), atol=1.0)
+    assert np.allclose(start.std(axis=(0, 1)), frame_1.std(axis=(0, 1)), atol=1.5)
+    assert np.corrcoef(start[..., 0].ravel(), inpainted[..., 0].ravel())[0, 1] > 0.95
