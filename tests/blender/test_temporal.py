@@ -181,6 +181,13 @@ def test_anchor_sends_the_frames_in_chunks_with_the_first_frame_as_anchor(shot, 
             assert (image(inputs["control_images"][0]) == depth[frame]).all() and "init_image" not in inputs
     assert all(frame_file(out, frame).exists() for frame in (1, 2, 3))
 
+    frame_file(out, 2).unlink()  # as if the batch had stopped there: the same command makes frame 2 alone
+    del requests[:]
+    run(shot, out, url, "anchor", "--anchor-every", "2")
+    (chunk,) = posted(requests, "/v1/frame-jobs")
+    assert len(chunk["frames"]) == 1 and (image(chunk["frames"][0]["control_images"][0]) == depth[2]).all()
+    assert (image(chunk["anchor"]["control_images"][0]) == depth[1]).all()
+
 
 def test_full_warps_each_frame_and_anchors_it_to_the_first_one_as_generated(shot, proxy, tmp_path):
     url, requests = proxy
