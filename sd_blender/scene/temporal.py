@@ -113,7 +113,9 @@ class FramesRun:
             write_motion_files(self.scene, self._motion, self.passes)
 
     def _chunk_size(self):
-        most = ((self.limits or {}).get("frames") or {}).get("max")
+        if self.limits is None:  # the server did not say: its first job tells why
+            return 1
+        most = (self.limits.get("frames") or {}).get("max")
         if not most:
             raise ValueError("this server runs no frame jobs (cross-frame attention): update it, or use "
                              "--temporal off or warp")
