@@ -210,3 +210,12 @@ def test_full_warps_each_frame_and_anchors_it_to_the_first_one_as_generated(shot
     assert np.allclose(start.mean(axis=(0, 1)), frame_1.mean(axis=(0, 1)), atol=1.0)
     assert np.allclose(start.std(axis=(0, 1)), frame_1.std(axis=(0, 1)), atol=1.5)
     assert np.corrcoef(start[..., 0].ravel(), inpainted[..., 0].ravel())[0, 1] > 0.95
+
+
+def test_an_anchor_batch_without_a_server_stops_with_the_reason(shot, tmp_path):
+    out = tmp_path / "frames"
+    stopped = subprocess.run(command(shot, out, "http://127.0.0.1:9", "anchor"), cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=600)
+    assert stopped.returncode == 1
+    assert "sd_blender: frame 1: cannot reach the sd_blender server at http://127.0.0.1:9" in stopped.stderr
+    assert "stopped at frame 1; the frames before it are kept" in stopped.stderr
