@@ -3,12 +3,14 @@ earlier, from the evaluated triangles and the scene camera of both frames (core.
 geometry, docs/conventions.md shows the convention).
 
 Every object instance with geometry that renders (meshes, curves, text, metaballs, instances of
-collections) counts, evaluated as the viewport evaluates it (its modifiers' viewport settings).
+collections) counts, evaluated as the viewport evaluates it (its modifiers' viewport settings);
+an object hidden in the viewport but rendered is shown while the frames are evaluated.
 A surface is followed from one frame to the other when it has the same triangles in both (an
 armature, shape keys, a deforming modifier keep them; a modifier that changes its topology
 between the frames does not): elsewhere the pixels are marked occluded.
 """
 import os
+from contextlib import contextmanager
 
 import bpy
 import numpy as np
@@ -33,6 +35,14 @@ class MotionFrames:
         """core.motion.MotionPass of the scene's current frame back to the frame before it; the
         scene is left at its current frame."""
         frame = scene.frame_current
+        with _rendered_objects_shown(scene):
+            before, before_triangles, before_distance, now, now_triangles = self._evaluate(scene, frame)
+        result = motion_pass(now, before, _counterparts(now_triangles, before_triangles), before_distance)
+        self._last = (frame, now, now_triangles, result.distance)
+        return result
+
+    def _evaluate(self, scene, frame):
+        """The frame before (from the last frame when it was that one) and this frame, evaluated."""
         try:
             if self._last is not None and self._last[0] == frame - 1:
                 before, before_triangles, before_distance = self._last[1:]
@@ -43,9 +53,7 @@ class MotionFrames:
             now, now_triangles = self._frame_view(scene)
         finally:
             scene.frame_set(frame)
-        result = motion_pass(now, before, _counterparts(now_triangles, before_triangles), before_distance)
-        self._last = (frame, now, now_triangles, result.distance)
-        return result
+        return before, before_triangles, before_distance, now, now_triangles
 
     def _frame_view(self, scene):
         return _frame_view(scene, self.width, self.height)
@@ -71,9 +79,33 @@ def write_motion_files(scene, frames, folder):
     return motion_path, occlusion_path
 
 
+def _view_layer(scene):
+    return bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+
+
+@contextmanager
+def _rendered_objects_shown(scene):
+    """Objects that render but are hidden in the viewport (the eye, Disable in Viewports) shown
+    while the frames are evaluated: the view layer's depsgraph holds only what the viewport shows."""
+    view_layer = _view_layer(scene)
+    rendered = [obj for obj in scene.objects if not obj.hide_render]
+    eye_closed = [obj for obj in rendered if obj.hide_get(view_layer=view_layer)]
+    disabled = [obj for obj in rendered if obj.hide_viewport]
+    try:
+        for obj in eye_closed:
+            obj.hide_set(False, view_layer=view_layer)
+        for obj in disabled:
+            obj.hide_viewport = False
+        yield
+    finally:
+        for obj in eye_closed:
+            obj.hide_set(True, view_layer=view_layer)
+        for obj in disabled:
+            obj.hide_viewport = True
+
+
 def _depsgraph(scene):
-    view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
-    depsgraph = view_layer.depsgraph
+    depsgraph = _view_layer(scene).depsgraph
     depsgraph.update()
     return depsgraph
 

@@ -53,6 +53,22 @@ def _frame_range(text):
     return range(int(match[1]), int(match[2]) + 1)
 
 
+def _keyframe_interval(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 0 (the first frame anchors all) or a whole number of frames, got '{text}'")
+    return int(text)
+
+
+def _warp_strength(text):
+    try:
+        strength = float(text)
+    except ValueError:
+        strength = None
+    if strength is None or not 0.05 <= strength <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a strength from 0.05 to 1, got '{text}'")
+    return strength
+
+
 def _add_scene_arguments(parser):
     parser.add_argument("blend", nargs="?", help="the .blend to open (default: the file already open)")
     frames = parser.add_mutually_exclusive_group()
@@ -98,9 +114,10 @@ def build_parser():
     generate.add_argument("--objects", help="comma-separated meshes for --apply texture (default: selected)")
     generate.add_argument("--temporal", choices=TEMPORAL_MODES,
                           help="with --frames: how frames follow each other (default: the scene's setting, full)")
-    generate.add_argument("--anchor-every", type=int, metavar="K",
-                          help="anchor and full: a keyframe every K frames (0: the first frame anchors all)")
-    generate.add_argument("--warp-strength", type=float, metavar="STRENGTH",
+    generate.add_argument("--anchor-every", type=_keyframe_interval, metavar="K",
+                          help="anchor, full (and warp's --match-colors): a keyframe every K frames "
+                          "(0: the first frame anchors all)")
+    generate.add_argument("--warp-strength", type=_warp_strength, metavar="STRENGTH",
                           help="warp and full: how much of the warped frame before is repainted (0-1, default 0.5)")
     generate.add_argument("--match-colors", action="store_true",
                           help="warp and full: move each frame's start to the anchor frame's colour statistics")

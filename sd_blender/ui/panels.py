@@ -163,11 +163,12 @@ class SDBLENDER_PT_animation(_SubPanel, bpy.types.Panel):
         settings = context.scene.sd_blender
         column = self.layout.column(align=True)
         column.prop(settings, "temporal_mode")
-        if settings.temporal_mode in ("ANCHOR", "FULL"):
-            column.prop(settings, "temporal_anchor_every")
-        if settings.temporal_mode in ("WARP", "FULL"):
+        warp = settings.temporal_mode in ("WARP", "FULL")
+        if warp:
             column.prop(settings, "temporal_warp_strength")
             column.prop(settings, "temporal_match_colors")
+        if settings.temporal_mode in ("ANCHOR", "FULL") or (warp and settings.temporal_match_colors):
+            column.prop(settings, "temporal_anchor_every")  # the keyframes whose colours are matched
 
 
 def _draw_batch_progress(layout, batch, cancel_operator):

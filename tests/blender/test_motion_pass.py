@@ -40,6 +40,17 @@ def test_the_motion_of_a_panning_camera_a_moving_cube_and_a_bent_column_is_exact
         assert np.median(np.abs(truth[pixels][:, 0] - truth[pixels][:, 1])) > smallest_motion, name
 
 
+def test_objects_hidden_in_the_viewport_but_rendered_move_all_the_same(shot):
+    truth, names = true_motion(shot)
+    shot.objects["Cube"].hide_set(True)
+    shot.objects["Column"].hide_viewport = True
+    result = render_motion(shot, WIDTH, HEIGHT)
+    for name in ("Cube", "Column"):
+        errors, pixels = errors_on(result, truth, names, name)
+        assert pixels.sum() > 300 and np.median(errors) <= MEDIAN_ERROR, name
+    assert shot.objects["Cube"].hide_get() and shot.objects["Column"].hide_viewport  # as the user left them
+
+
 def test_the_column_without_its_deformation_would_be_far_off(shot):
     result = render_motion(shot, WIDTH, HEIGHT)
     truth, names = true_motion(shot)

@@ -79,5 +79,7 @@ def test_the_animation_panel_shows_the_options_of_the_temporal_mode(scene):
         shown[mode] = draw(panels.SDBLENDER_PT_animation)
     assert all(("prop", "temporal_mode") in drawn for drawn in shown.values())
     assert [mode for mode, drawn in shown.items() if ("prop", "temporal_anchor_every") in drawn] == ["FULL", "ANCHOR"]
+    settings.temporal_mode, settings.temporal_match_colors = "WARP", True  # matching the keyframes' colours
+    assert ("prop", "temporal_anchor_every") in draw(panels.SDBLENDER_PT_animation)
     for option in ("temporal_warp_strength", "temporal_match_colors"):
         assert [mode for mode, drawn in shown.items() if ("prop", option) in drawn] == ["FULL", "WARP"]

@@ -219,3 +219,12 @@ def test_an_anchor_batch_without_a_server_stops_with_the_reason(shot, tmp_path):
     assert stopped.returncode == 1
     assert "sd_blender: frame 1: cannot reach the sd_blender server at http://127.0.0.1:9" in stopped.stderr
     assert "stopped at frame 1; the frames before it are kept" in stopped.stderr
+
+
+def test_temporal_options_out_of_range_are_usage_errors(shot, tmp_path):
+    for option, message in ((["--warp-strength", "2"], "expected a strength from 0.05 to 1, got '2'"),
+                            (["--anchor-every", "-1"], "expected 0 (the first frame anchors all) or a whole number"),
+                            (["--temporal", "smooth"], "invalid choice: 'smooth'")):
+        completed = subprocess.run([sys.executable, "-m", "sd_blender", "generate", str(shot), "--frames", "1-3", *option],
+                                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 2 and message in completed.stderr, completed.stderr[-2000:]
