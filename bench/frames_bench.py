@@ -303,7 +303,7 @@ def arguments():
     parser.add_argument("--frames", type=int, help="frames of the shot (default 24; --quick 6)")
     parser.add_argument("--size", type=int, help="width and height (default 512; --quick 128)")
     parser.add_argument("--steps", type=int, help="steps a job (default 8; --quick 2)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated temporal modes")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated temporal modes ('': the motion pass only)")
     parser.add_argument("--quick", action="store_true", help="6 frames at 128², 2 steps: a smoke run")
     args = parser.parse_args()
     defaults = (6, 128, 2) if args.quick else (24, 512, 8)
@@ -317,13 +317,8 @@ def arguments():
     return args
 
 
-def main():
-    args = arguments()
-    sd_blender.register()
-    scene, triangles = build_shot(args.frames, args.size, args.steps)
-    print(f"Blender {bpy.app.version_string}, {args.frames} frames at {args.size}², {triangles} triangles, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    print(*motion_table(time_motion_pass(scene, args.frames, args.size)), sep="\n", flush=True)
+def time_modes(args):
+    """Save the shot, start the server, run every mode; print the table."""
     folder = Path(BENCH_HOME) / "frames"
     folder.mkdir()
     shot = folder / "shot.blend"
@@ -338,6 +333,17 @@ def main():
     print(f"\nTiny model (random weights: the warping errors say nothing of quality), {args.frames} frames at "
           f"{args.size}², {args.steps} steps, seed {SEED}, output in {folder}:")
     print(*modes_table(results, args.frames), sep="\n")
+
+
+def main():
+    args = arguments()
+    sd_blender.register()
+    scene, triangles = build_shot(args.frames, args.size, args.steps)
+    print(f"Blender {bpy.app.version_string}, {args.frames} frames at {args.size}², {triangles} triangles, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(*motion_table(time_motion_pass(scene, args.frames, args.size)), sep="\n", flush=True)
+    if args.modes:
+        time_modes(args)
     sd_blender.unregister()  # the bpy module crashes at exit while add-on classes are still registered
 
 
