@@ -96,10 +96,14 @@ def camera_coverage(corners, camera, near):
     correct, relative to the whole triangle's corners) and the distance (inf where none)."""
     coverage, source, corner_weights = _clipped_coverage(corners, camera, near)
     covered = coverage.covered
+    pieces = coverage.triangle[covered]
     triangle = np.full(covered.shape, -1, np.int64)
-    triangle[covered] = source[coverage.triangle[covered]]
+    triangle[covered] = source[pieces]
+    piece_weights = coverage.barycentric[covered].astype(np.float64)
+    cut = ~np.all(corner_weights == np.eye(3), axis=(1, 2))[pieces]  # a clipped piece's corners are not its triangle's
+    piece_weights[cut] = np.einsum("nk,nkc->nc", piece_weights[cut], corner_weights[pieces[cut]])
     weights = np.zeros(covered.shape + (3,), np.float64)
-    weights[covered] = np.einsum("nk,nkc->nc", coverage.barycentric[covered], corner_weights[coverage.triangle[covered]])
+    weights[covered] = piece_weights
     return triangle, weights, coverage.depth
 
 

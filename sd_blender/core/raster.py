@@ -52,14 +52,14 @@ def rasterize(corners, width, height, depth=None):
         if depth is None:
             triangle.flat[pixels], barycentric.reshape(-1, 3)[pixels] = triangles, weights
             continue
-        inverse = np.einsum("nk,nk->n", weights, 1.0 / depth[triangles])
-        distance = 1.0 / inverse
-        pixels, triangles, weights, distance = _nearest_per_pixel(pixels, triangles, weights, distance)
-        closer = distance < nearest.flat[pixels]
-        pixels, triangles = pixels[closer], triangles[closer]
-        weights = weights[closer] / depth[triangles] * distance[closer, None]
+        distance = (1.0 / np.einsum("nk,nk->n", weights, 1.0 / depth[triangles])).astype(np.float32)
+        # The nearest so far per pixel, then the candidates at that distance: ties (an edge two
+        # triangles share) are the same surface, either may win.
+        np.minimum.at(nearest.reshape(-1), pixels, distance)
+        nearest_here = distance == nearest.flat[pixels]
+        pixels, triangles = pixels[nearest_here], triangles[nearest_here]
+        weights = weights[nearest_here] / depth[triangles] * distance[nearest_here, None]
         triangle.flat[pixels], barycentric.reshape(-1, 3)[pixels] = triangles, weights
-        nearest.flat[pixels] = distance[closer]
     return Coverage(triangle, barycentric, nearest)
 
 
@@ -70,16 +70,6 @@ def overlap_count(corners, width, height):
     for pixels, _, weights in _inside_pairs(corners, width, height, margin=-1e-6):
         np.add.at(count, pixels, 1)
     return count.reshape(height, width)
-
-
-def _nearest_per_pixel(pixels, triangles, weights, distance):
-    """Of the candidates for the same pixel, the one nearest the camera."""
-    order = np.lexsort((distance, pixels))
-    pixels = pixels[order]
-    first = np.ones(len(pixels), bool)
-    first[1:] = pixels[1:] != pixels[:-1]
-    chosen = order[first]
-    return pixels[first], triangles[chosen], weights[chosen], distance[chosen]
 
 
 def _inside_pairs(corners, width, height, margin=1e-6):

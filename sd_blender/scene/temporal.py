@@ -90,7 +90,7 @@ class FramesRun:
         elif temporal.uses_anchor(self.options.mode):
             self._anchored_chunk(frames)
         else:
-            self._generate(frames[0], self.body(frames[0]), [self.path(frames[0])])
+            self._generate(frames[0], [self.path(frames[0])], self.body(frames[0]))
 
     def body(self, frame):
         """The POST /v1/jobs body of a frame, its passes rendered; its pass files written."""
@@ -125,39 +125,38 @@ class FramesRun:
         anchor = temporal.anchor_frame(chunk[0], self.frames.start, self.options.anchor_every)
         bodies = [self.body(frame) for frame in chunk]
         job_body = temporal.frame_job_body(bodies, self.anchor_body(anchor))
-        self._generate(chunk[0], job_body, [self.path(frame) for frame in chunk], route="/v1/frame-jobs")
+        self._generate(chunk[0], [self.path(frame) for frame in chunk], job_body, "/v1/frame-jobs")
 
     def _warped_frame(self, frame):
         body = self.body(frame)
         if frame == self.frames.start:  # nothing before it: it starts the shot (and anchors it)
-            self._generate(frame, body, [self.path(frame)])
+            self._generate(frame, [self.path(frame)], body)
             return
         motion_path, occlusion_path = motion_paths(self.passes, frame)
         occluded = read_png(occlusion_path) >= 128
         image, hole = temporal.warped_start(read_png(self.path(frame - 1)), read_motion(motion_path), occluded)
         if hole.any():
             inpainted = os.path.join(self.passes, f"inpainted_{frame:04d}.png")
-            self._generate(frame, self._anchored(frame, temporal.inpainting_body(body, image, hole)), [inpainted])
+            self._generate(frame, [inpainted], *self._anchored(frame, temporal.inpainting_body(body, image, hole)))
             image = read_png(inpainted)
         if self.options.match_colours:
             anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
             image = match_colour_statistics(image, read_png(self.path(anchor)))
         repaint = temporal.repaint_body(body, image, self.options.warp_strength)
-        self._generate(frame, self._anchored(frame, repaint), [self.path(frame)])
+        self._generate(frame, [self.path(frame)], *self._anchored(frame, repaint))
 
     def _anchored(self, frame, body):
-        """In full mode a frame job whose anchor is a keyframe already generated, starting from its
-        own image; else the body as it is."""
+        """(body, route): in full mode a frame job whose anchor is a keyframe already generated,
+        starting from its own image; else the body as it is."""
         if not temporal.uses_anchor(self.options.mode):
             return body, "/v1/jobs"
-        self._chunk_size()  # a server without frame jobs says so before anything runs
+        self._chunk_size()  # only to refuse a server without frame jobs, with what to do
         anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
         anchor_body = dict(self.anchor_body(anchor), init_image=png_base64(read_png(self.path(anchor))))
         return temporal.frame_job_body([body], anchor_body), "/v1/frame-jobs"
 
-    def _generate(self, frame, body, paths, route="/v1/jobs"):
-        if isinstance(body, tuple):
-            body, route = body
+    def _generate(self, frame, paths, body, route="/v1/jobs"):
+        """Run one job for `frame` whose images go to `paths`; FramesStopped unless it is done."""
         job = GenerationJob(self.client, body, self.out, frame_file_stem(self.scene, frame), seed_in_name=False,
                             how_to_retry=self.how_to_retry, route=route, result_paths=paths).start()
         snapshot = self.wait(job)
