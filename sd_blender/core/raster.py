@@ -105,15 +105,16 @@ def _inside_small_boxes(triangles, counts, low, spans, planes, width, margin):
     """Every candidate (triangle, pixel) pair of many small boxes at once."""
     candidates = np.repeat(triangles, counts)
     local = np.arange(len(candidates)) - np.repeat(np.cumsum(counts) - counts, counts)
-    columns = spans[candidates, 0]
-    x = low[candidates, 0] + local % columns
-    y = low[candidates, 1] + local // columns
-    plane = planes[:, :2].reshape(-1, 6)[candidates]  # corners 0 and 1: columns 3k, 3k + 1, 3k + 2
-    weights = np.empty((len(candidates), 3))
-    weights[:, :2] = plane[:, 0::3] * (x + 0.5)[:, None] + plane[:, 1::3] * (y + 0.5)[:, None] + plane[:, 2::3]
-    weights[:, 2] = 1.0 - weights[:, 0] - weights[:, 1]  # barycentric weights add up to 1
-    inside = (weights >= -margin).all(axis=1)
-    return (y * width + x)[inside], candidates[inside].astype(np.int32), weights[inside].astype(np.float32)
+    row, column = np.divmod(local, spans[candidates, 0])
+    x, y = low[candidates, 0] + column, low[candidates, 1] + row
+    centre_x, centre_y = x + 0.5, y + 0.5
+    plane = planes[:, :2].reshape(-1, 6)[candidates]  # corners 0 and 1: a, b, c each
+    first = plane[:, 0] * centre_x + plane[:, 1] * centre_y + plane[:, 2]
+    second = plane[:, 3] * centre_x + plane[:, 4] * centre_y + plane[:, 5]
+    third = 1.0 - first - second  # barycentric weights add up to 1
+    inside = (first >= -margin) & (second >= -margin) & (third >= -margin)
+    weights = np.stack([first[inside], second[inside], third[inside]], axis=1).astype(np.float32)
+    return (y * width + x)[inside], candidates[inside].astype(np.int32), weights
 
 
 def _inside_large_box(triangle, low, spans, planes, width, margin):
