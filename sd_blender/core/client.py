@@ -81,6 +81,11 @@ class ServerClient:
         )
 
     def _call(self, method, path, body=None):
+        """The answer's body."""
+        return self._exchange(method, path, body)[2]
+
+    def _exchange(self, method, path, body=None):
+        """The answer's (status, headers, body)."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -92,7 +97,7 @@ class ServerClient:
                                          data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
             raise self._refusal(error) from None
         except urllib.error.URLError as error:  # no connection was made
@@ -144,6 +149,16 @@ class ServerClient:
 
     def cancel(self, job_id):
         return self._json("DELETE", f"/v1/jobs/{job_id}", required=("state",))
+
+    def preview(self, job_id):
+        """(PNG bytes, step) of the job's latest preview, or None while it has none (204)."""
+        status, headers, data = self._exchange("GET", f"/v1/jobs/{job_id}/preview")
+        if status == 204:
+            return None
+        try:
+            return data, int(headers.get("X-Preview-Step", ""))
+        except ValueError:
+            raise ServerError(self._not_the_api(f"a preview of job {job_id} without its X-Preview-Step")) from None
 
     def download(self, path):
         """Bytes of a result, by the URL path the job status lists."""

@@ -1,15 +1,19 @@
 """One generation on the server, run in a worker thread, observed from Blender's UI thread.
 
 The thread submits the job, polls its progress, downloads the results and writes them to disk.
-The UI thread only ever reads `snapshot()` (a lock and a copy) and calls `cancel()`.
+The UI thread only ever reads `snapshot()` (a lock and a copy) and calls `cancel()`. While the job
+runs, the thread also fetches the server's latest preview whenever there is a newer one.
 """
 import os
 import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .client import ServerError
 from .files import clear_leftovers, write_whole
+from .png import decode_png
 
 SUBMITTING = "submitting"
 QUEUED = "queued"
@@ -23,6 +27,16 @@ _SERVER_FINISHED_STATES = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
+class Preview:
+    """The server's look at a running job's image at `step`: its PNG and its pixels, decoded in the
+    job's thread ((H, W) or (H, W, C) uint8, top row first)."""
+
+    step: int
+    png: bytes
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
 class JobSnapshot:
     state: str = SUBMITTING
     step: int = 0
@@ -31,6 +45,7 @@ class JobSnapshot:
     job_id: str | None = None
     result_paths: tuple[str, ...] = ()
     parameters: dict | None = None
+    preview: Preview | None = None  # the latest preview fetched
 
     @property
     def finished(self):
@@ -70,7 +85,7 @@ class GenerationJob:
         self._request = job_request
         self._route = route
         self._output_dir = output_dir
-        self._file_stem = file_stem
+        self.file_stem = file_stem  # what the job's files are named after
         self._seed_in_name = seed_in_name
         self._result_paths = result_paths
         self._poll_interval = poll_interval
@@ -140,6 +155,8 @@ class GenerationJob:
             step, total = progress.get("step", 0), progress.get("total", 0)
             self._update(state=status["state"], step=step, total=total,
                          message=f"step {step} of {total}" if status["state"] == RUNNING else "queued on the server")
+            if self._newer_preview(status):
+                self._fetch_preview(job_id)
             time.sleep(self._poll_interval)
         if status["state"] == "done":
             self._update(step=status["progress"]["total"], total=status["progress"]["total"],
@@ -149,6 +166,22 @@ class GenerationJob:
             self._update(state=CANCELLED, message="cancelled")
         else:
             self._update(state=FAILED, message=f"the server could not generate: {status.get('error')}")
+
+    def _newer_preview(self, status):
+        """Whether the status announces a preview other than the one fetched last."""
+        latest, fetched = status.get("preview_step"), self.snapshot().preview
+        return latest is not None and (fetched is None or fetched.step != latest)
+
+    def _fetch_preview(self, job_id):
+        """The job's latest preview into the snapshot. Previews are a nicety: one that cannot be
+        fetched or read leaves the last one in place, and the next poll tries again."""
+        try:
+            answer = self._client.preview(job_id)
+            if answer is not None:
+                png, step = answer
+                self._update(preview=Preview(step, png, decode_png(png, f"the preview at step {step}")))
+        except (ServerError, ValueError):
+            pass
 
     def _ask(self, call, *arguments):
         """call(*arguments) once the job is on the server; a server that stops answering, or whose
@@ -193,4 +226,4 @@ class GenerationJob:
     def _result_path(self, index, seed):
         if self._result_paths:
             return self._result_paths[index]
-        return unique_path(self._output_dir, f"{self._file_stem}_{seed}" if self._seed_in_name else self._file_stem)
+        return unique_path(self._output_dir, f"{self.file_stem}_{seed}" if self._seed_in_name else self.file_stem)
