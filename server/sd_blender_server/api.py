@@ -66,6 +66,12 @@ _QUEUE_FULL = {
         },
     ),
 }
+_PREVIEW_HEADERS = {
+    "X-Preview-Step": {
+        "description": "the step the preview was made after", "schema": {"type": "integer"}, "required": True
+    },
+    "X-Preview-Total": {"description": "the job's steps", "schema": {"type": "integer"}, "required": True},
+}
 # The links a client (and the stateful fuzz test) follows from a submitted job's id.
 _JOB_ID = {"job_id": "$response.body#/id"}
 _SUBMITTED = {
@@ -467,6 +473,27 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
         return Response(job.images[index], media_type="image/png")
 
     @router.get(
+        "/jobs/{job_id}/preview",
+        response_class=Response,
+        operation_id="getJobPreview",
+        responses={
+            200: {
+                "description": "the latest live preview (at most 256 px on its long side)",
+                "content": {"image/png": {}},
+                "headers": _PREVIEW_HEADERS,
+            },
+            204: {"description": "no preview yet (or the job's preview_every is 0)"},
+            **_UNKNOWN_JOB,
+        },
+    )
+    def preview(job_id: str) -> Response:
+        latest = jobs.get(job_id).preview
+        if latest is None:
+            return Response(status_code=204)
+        headers = {"X-Preview-Step": str(latest.step), "X-Preview-Total": str(latest.total)}
+        return Response(latest.png, media_type="image/png", headers=headers)
+
+    @router.get(
         "/jobs/{job_id}/events",
         response_class=StreamingResponse,
         operation_id="getJobEvents",
@@ -480,6 +507,12 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
             while True:
                 available = len(job.events)
                 for name, data in job.events[sent:available]:
+                    if name == "preview":
+                        # Only the latest preview is kept: an older one is skipped (the newer one follows).
+                        latest = job.preview
+                        if latest.step != data["step"]:
+                            continue
+                        data = latest.event_data()
                     yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
                     if name == "state" and data["state"] in TERMINAL_STATES:
                         return

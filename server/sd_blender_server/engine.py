@@ -43,7 +43,7 @@ class GenerationEngine:
         does not exist raises ModelLoadError."""
         self._catalog = Catalog.from_config(config)
         self._learning = threading.Lock()
-        self._runner = Runner(config.device, config.dtype, config.cache_dir)
+        self._runner = Runner(config.device, config.dtype, config.cache_dir, config.models_dirs)
         self._file_hashes: dict[str, str] = {}
 
     @property
@@ -84,20 +84,29 @@ class GenerationEngine:
         if isinstance(request, TextureRequest):
             return texture_parameters(self._catalog, request)
         if isinstance(request, FrameRequest):
-            return frame_parameters(self._catalog, request)
-        return self._catalog.parameters(request)
+            return {**frame_parameters(self._catalog, request), **self._preview_parameters(request.frames[0])}
+        return {**self._catalog.parameters(request), **self._preview_parameters(request)}
+
+    def _preview_parameters(self, request: GenerationRequest) -> dict:
+        """How often a job sends previews, and which decoder makes them (taesd or linear)."""
+        if not request.preview_every:
+            return {"preview_every": 0}
+        family = self._catalog.base_source(request.model).family
+        return {"preview_every": request.preview_every, "preview_decoder": self._runner.previews.decoder_name(family)}
 
     def generate(
         self,
         request: EngineRequest,
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_preview: Callable[[int, int, Image.Image], None] | None = None,
     ) -> GenerationResult:
         """Run one request, an ordinary job, a synchronized texture job or a frame job; raises JobCancelled when
         should_cancel() turns true, else an EngineError (OutOfMemory once what the job held is given
-        back) for any failure."""
+        back) for any failure. Ordinary and frame jobs send on_preview(step, total, image) every
+        `preview_every` steps (texture jobs send none)."""
         try:
-            return self._generate(request, on_step, should_cancel)
+            return self._generate(request, on_step, should_cancel, on_preview)
         except (JobCancelled, EngineError):
             raise
         except Exception as error:
@@ -111,7 +120,7 @@ class GenerationEngine:
         free_memory()
         raise failure
 
-    def _generate(self, request, on_step, should_cancel) -> GenerationResult:
+    def _generate(self, request, on_step, should_cancel, on_preview) -> GenerationResult:
         request = request.with_seed()
         plan = self._plan(request)
         parameters = self.parameters(request)
@@ -120,9 +129,9 @@ class GenerationEngine:
                 images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel)
         elif isinstance(request, FrameRequest):
             anchored = request.anchor is not None
-            images = self._runner.run(request.batch(), plan, on_step, should_cancel, anchored=anchored)
+            images = self._runner.run(request.batch(), plan, on_step, should_cancel, anchored, on_preview)
         else:
-            images = self._runner.run([request], plan, on_step, should_cancel)
+            images = self._runner.run([request], plan, on_step, should_cancel, on_preview=on_preview)
         if plan.base.kind == "file":
             parameters["model_hash"] = self._file_hash(plan.base.location, a1111_model_hash)
         lora_files = {entry.name: entry.location for entry in plan.loras if entry.source == "file"}

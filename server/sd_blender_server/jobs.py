@@ -1,6 +1,7 @@
 """The job queue: one worker thread owns the engine (and so the device) and runs jobs in order."""
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import secrets
@@ -11,9 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from .config import ServerConfig
 from .errors import EngineError, JobCancelled
 from .images import encode_png
+from .previews import encode_preview
 
 if TYPE_CHECKING:
     from .engine import EngineRequest, GenerationEngine
@@ -42,6 +46,22 @@ class JobFinished(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A job's latest live preview: its step of `total`, and the PNG."""
+
+    step: int
+    total: int
+    width: int
+    height: int
+    png: bytes
+
+    def event_data(self) -> dict:
+        """The data of an SSE `preview` event."""
+        image = base64.b64encode(self.png).decode("ascii")
+        return {"step": self.step, "total": self.total, "width": self.width, "height": self.height, "image": image}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -63,8 +83,10 @@ class Job:
     deadline: float | None = None  # time.monotonic() past which a running job is stopped
     started: float | None = None  # time.monotonic() when it started running
     expires: float | None = None  # time.monotonic() when a finished job is dropped
-    # Append-only, so a stream can read it by index and never skip or repeat an event.
+    # Append-only, so a stream can read it by index and never skip or repeat an event. A `preview`
+    # event holds only its step: the job keeps the latest preview's image alone.
     events: list[tuple[str, dict]] = field(default_factory=list)
+    preview: Preview | None = None
 
     @property
     def finished(self) -> bool:
@@ -77,6 +99,7 @@ class Job:
             "progress": {"step": self.step, "total": self.total},
             "error": self.error,
             "images": [f"/v1/jobs/{self.id}/images/{index}.png" for index in range(len(self.images))],
+            "preview_step": self.preview and self.preview.step,
             "parameters": self.parameters,
             "created_at": self.created_at,
             "started_at": self.started_at,
@@ -236,12 +259,19 @@ class JobQueue:
             job.step, job.total = step, total
             job.events.append(("progress", {"step": step, "total": total}))
 
+    def _on_preview(self, job: Job, step: int, total: int, image: Image.Image) -> None:
+        preview = Preview(step, total, image.width, image.height, encode_preview(image))
+        with self._lock:
+            job.preview = preview
+            job.events.append(("preview", {"step": step}))
+
     def _run(self, job: Job) -> None:
         try:
             result = self.engine.generate(
                 job.request,
                 on_step=lambda step, total: self._on_step(job, step, total),
                 should_cancel=lambda: job.cancel_requested or self._timed_out(job),
+                on_preview=lambda step, total, image: self._on_preview(job, step, total, image),
             )
             images = [encode_png(image, result.parameters, index) for index, image in enumerate(result.images)]
         except JobCancelled:

@@ -57,6 +57,7 @@ class GenerationRequest:
     model: str | None = None  # a base model's catalog name; None: the default
     loras: tuple[LoraInput, ...] = ()
     tiling: str | None = None  # one of TILING_AXES: seamless along it; None: not tiled
+    preview_every: int = 3  # steps between live previews (previews.py); 0: none
 
     def with_seed(self) -> GenerationRequest:
         """The request with its seed chosen: a null seed becomes a random one in [0, 2**32)."""

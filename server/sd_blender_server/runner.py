@@ -29,6 +29,7 @@ from .pipelines import (
     keep_unmasked,
     txt2img_class,
 )
+from .previews import LivePreview, PreviewDecoders, preview_size, recorded_steps
 from .registry import Entry
 from .request import GenerationRequest
 from .tiling import seamless
@@ -96,9 +97,10 @@ class RunPlan:
 
 
 class Runner:
-    def __init__(self, device: str, dtype: str | torch.dtype, cache_dir: str | None):
+    def __init__(self, device: str, dtype: str | torch.dtype, cache_dir: str | None, models_dirs: tuple[str, ...] = ()):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.previews = PreviewDecoders(models_dirs, self.device, self.dtype)
         self._cache_dir = cache_dir
         self._components: dict | None = None
         self._scheduler_config = None
@@ -173,21 +175,27 @@ class Runner:
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         anchored: bool = False,
+        on_preview: Callable[[int, int, Image.Image], None] | None = None,
     ) -> list[Image.Image]:
         """Run requests alike but for their images (and seeds, chosen) as one batch on what `plan`
         names: `num_images` images each, in order. With `anchored`, the first is an anchor whose keys
         and values every self-attention layer of the others also reads (cross_frame.py); its images
-        are not returned. Raises JobCancelled when should_cancel() turns true."""
+        are not returned. Every `preview_every` steps the first returned image's predicted clean
+        latent goes to on_preview(step, total, image) (previews.py). Raises JobCancelled when
+        should_cancel() turns true."""
         first = batch[0]
         self.load(plan.base)
         if should_cancel and should_cancel():
             raise JobCancelled()
+        preview = None
 
         def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
             if should_cancel and should_cancel():
                 raise JobCancelled()
             if on_step:
                 on_step(step + 1, pipeline.num_timesteps)
+            if preview:
+                preview.after_step(step + 1, pipeline.num_timesteps)
             return tensors
 
         inpaint = first.mask_image is not None or is_inpainting_unet(self._components["unet"])
@@ -211,7 +219,14 @@ class Runner:
                 arguments.update(control_arguments(batch, controlnets, takes_image=kind != "txt2img"))
             models = [pipeline.unet, *controlnets]
             frames = cross_frame_attention(models, len(batch)) if anchored else contextlib.nullcontext()
-            with torch.inference_mode(), seamless([*models, pipeline.vae], first.tiling), frames:
+            previewed = on_preview is not None and first.preview_every > 0
+            decoder = self.previews.decoder(plan.base.family) if previewed else None
+            steps = recorded_steps(pipeline.scheduler) if previewed else contextlib.nullcontext()
+            with torch.inference_mode(), seamless([*models, pipeline.vae], first.tiling), frames, steps as latents:
+                if previewed:
+                    size = preview_size(first.width, first.height)
+                    index = count if anchored else 0
+                    preview = LivePreview(decoder, first.preview_every, index, size, on_preview, latents)
                 images = pipeline(**arguments).images
         kept = [
             image

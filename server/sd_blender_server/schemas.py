@@ -198,6 +198,13 @@ def job_request_model(limits: RequestLimits) -> type[BaseModel]:
             _DEFAULTS["guess_mode"],
             description="ControlNet guess mode: the controls act without the prompt on the unconditional pass",
         )
+        preview_every: int = Field(
+            _DEFAULTS["preview_every"], ge=0, le=limits.steps.max,
+            description=(
+                "a live preview (SSE `preview` event, GET /v1/jobs/{id}/preview) every this many steps, not "
+                "after the last; 0: none"
+            ),
+        )
         tiling: TilingAxes | None = Field(
             _DEFAULTS["tiling"],
             description="seamless tiling: the image wraps around left-right (x), top-bottom (y) or both; null: none",
@@ -252,6 +259,7 @@ class JobStatus(BaseModel):
     progress: Progress
     error: str | None
     images: list[str]
+    preview_step: int | None = Field(description="the step of the latest live preview; null: none yet")
     parameters: dict
     created_at: str
     started_at: str | None

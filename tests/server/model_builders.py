@@ -551,3 +551,17 @@ def inpainting_folder(pipeline_dir: Path, target: Path, seed: int = 0) -> Path:
     unet = UNet2DConditionModel.from_config({**UNet2DConditionModel.load_config(pipeline_dir / "unet"), "in_channels": 9})
     unet.save_pretrained(target / "unet", safe_serialization=True)
     return target
+
+
+def tiny_taesd(target: Path, seed: int = 0) -> Path:
+    """A TAESD-shaped AutoencoderTiny (4 latent channels, 8x upsampling) with random weights and few
+    channels, as a diffusers folder: what the server looks for as `taesd` in a models folder."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    model = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+    )
+    model.save_pretrained(target, safe_serialization=True)
+    return target
