@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 MIN_SIZE = 64
 MAX_SIZE = 2048
+PREVIEW_EVERY = 3  # steps between the previews of a running job (the server's default)
 
 
 def round_to_multiple_of_8(value):
@@ -51,6 +52,7 @@ class GenerationSettings:
     model: str | None = None  # a base model name from /v1/models; None or "": the server's default
     loras: tuple[tuple[str, float], ...] = ()  # (LoRA name from /v1/models, weight)
     tiling: str | None = None  # "x", "y" or "xy": the image tiles seamlessly along those axes
+    preview_every: int = PREVIEW_EVERY  # 0: no previews
 
 
 def _base64(data):
@@ -88,6 +90,7 @@ def build_job_request(settings):
         "scheduler": settings.scheduler,
         "controls": [_control_json(control) for control in settings.controls],
         "guess_mode": settings.guess_mode,
+        "preview_every": settings.preview_every,
     }
     if settings.init_png is not None:
         body.update(init_image=_base64(settings.init_png), strength=settings.strength)

@@ -412,15 +412,20 @@ def render_control_images(scene, kinds, width, height, options=None):
 
 def show_in_blender(kind, pixels):
     """An image datablock named "SD <kind>" holding the pass, for preview in the Image Editor."""
+    return image_of_pixels(f"SD {kind}", pixels, "Non-Color")
+
+
+def image_of_pixels(name, pixels, colorspace):
+    """The image datablock `name`, made or resized to hold these 8-bit pixels ((H, W) or (H, W, C),
+    top row first) in the Image Editor."""
     height, width = pixels.shape[:2]
-    name = f"SD {kind}"
     image = bpy.data.images.get(name)
     if image is None or tuple(image.size) != (width, height):
         if image is not None:
             bpy.data.images.remove(image)
         image = bpy.data.images.new(name, width, height)
-        image.colorspace_settings.name = "Non-Color"
-    rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
+        image.colorspace_settings.name = colorspace
+    rgb = pixels[:, :, :3] if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, axis=2)
     rgba = np.concatenate([rgb[::-1], np.full((height, width, 1), 255, np.uint8)], axis=2)
     image.pixels.foreach_set((rgba.astype(np.float32) / 255.0).ravel())
     image.update()

@@ -2,7 +2,9 @@
 from ..core.limits import request_problems
 from ..core.pass_options import PassOptions
 from ..core.png import encode_png
-from ..core.request import ControlImage, GenerationSettings, build_job_request, control_type_for_pass, round_to_multiple_of_8
+from ..core.request import (
+    PREVIEW_EVERY, ControlImage, GenerationSettings, build_job_request, control_type_for_pass, round_to_multiple_of_8,
+)
 from .depth_range import depth_range
 from .passes import render_control_images
 
@@ -106,4 +108,5 @@ def prepare_request(scene, limits=None):
         model=settings.base_model.strip() or None,
         loras=loras,
         tiling="xy" if tileable else None,
+        preview_every=PREVIEW_EVERY if settings.use_previews else 0,
     ))

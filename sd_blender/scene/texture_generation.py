@@ -222,7 +222,7 @@ def synchronized_body(scene, cameras, bodies, targets):
         _atlas_correspondence(see(scene, camera, targets, width // LATENT_SCALE, height // LATENT_SCALE).maps, grid)
         for camera in cameras
     ]
-    left_out = ("controls", "num_images", "guess_mode", "init_image", "strength")
+    left_out = ("controls", "num_images", "guess_mode", "init_image", "strength", "preview_every")
     body = {key: value for key, value in bodies[0].items() if key not in left_out}
     # One latent texel per latent pixel of a view across the whole UV square: finer textures keep
     # more of each view's detail, coarser ones make the views agree more (measured: docs/texturing.md).

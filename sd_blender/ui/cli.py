@@ -7,6 +7,7 @@
 docs/cli.md documents every option.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -122,6 +123,9 @@ def build_parser():
     generate.add_argument("--match-colors", action="store_true",
                           help="warp and full: move each frame's start to the anchor frame's colour statistics")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
+    generate.add_argument("--previews", metavar="DIR",
+                          help="write each live preview of a running job here as preview_<stem>_<step>.png "
+                          "(default: no previews asked for)")
     cli_texture.add_commands(commands)
     return parser
 
@@ -211,7 +215,8 @@ def _generate_frames(scene, client, limits, args):
     for name in clear_leftovers(out):
         print(f"removed {name}, left half-written when an earlier run stopped")
     paths = frame_paths(scene, args.frames, out)
-    run = FramesRun(scene, client, limits, out, args.frames, options, wait_with_progress, HOW_TO_RETRY)
+    wait = functools.partial(wait_with_progress, previews=args.previews)
+    run = FramesRun(scene, client, limits, out, args.frames, options, wait, HOW_TO_RETRY)
     try:
         run.run(_frames_to_make(paths, args.frames), lambda *lines: print(*lines, sep="\n", flush=True))
     except FramesStopped as stopped:
@@ -225,18 +230,26 @@ def _generate_frames(scene, client, limits, args):
     return save_blend(args)
 
 
+def _ask_for_previews(settings, folder):
+    """Previews are asked for only when --previews says where to write them; its folder is made."""
+    settings.use_previews = folder is not None
+    if folder is not None:
+        os.makedirs(folder, exist_ok=True)
+
+
 def run_generate(args):
     scene = open_scene(args)
     apply_arguments(scene, args)
     # The command line's --apply decides, not the panel's saved choice: material asks for a tile.
     scene.sd_blender.apply_to = "MATERIAL" if "material" in args.apply else "NONE"
+    _ask_for_previews(scene.sd_blender, args.previews)
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
     limits = server_limits(client)
     if args.frames:
         return _generate_frames(scene, client, limits, args)
     job = start_job(scene, client, args.out and os.path.abspath(args.out), how_to_retry=HOW_TO_RETRY, limits=limits)
-    snapshot = wait_with_progress(job)
+    snapshot = wait_with_progress(job, args.previews)
     print(snapshot.message)
     if snapshot.state != DONE:
         return 1

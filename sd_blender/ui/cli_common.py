@@ -7,6 +7,7 @@ import time
 import bpy
 
 from ..core.client import ServerError
+from ..core.files import write_whole
 from ..scene.passes import PASS_KINDS
 from ..scene.saving import save_copy_whole
 
@@ -119,17 +120,31 @@ def apply_arguments(scene, args):
     apply_pass_arguments(settings, args)
 
 
-def wait_with_progress(job):
-    shown = None
+def wait_with_progress(job, previews=None):
+    """Follow the job to its end, printing its progress; with `previews` (a folder), write each new
+    preview there as it arrives. Returns the final snapshot."""
+    shown, written = None, None
     try:
         while not (snapshot := job.snapshot()).finished:
             if snapshot.message != shown:
                 print(f"  {snapshot.message or snapshot.state}", flush=True)
                 shown = snapshot.message
+            written = _write_new_preview(previews, job, snapshot.preview, written)
             time.sleep(0.2)
     except KeyboardInterrupt:
         job.cancel()
-    return job.wait()
+    snapshot = job.wait()
+    _write_new_preview(previews, job, snapshot.preview, written)
+    return snapshot
+
+
+def _write_new_preview(folder, job, preview, written):
+    """Write `preview` as <folder>/preview_<job's file stem>_<step>.png unless it is the one
+    `written` already (or there is no folder or preview); returns the preview written last."""
+    if folder is None or preview is None or preview is written:
+        return written
+    write_whole(os.path.join(folder, f"preview_{job.file_stem}_{preview.step}.png"), preview.png)
+    return preview
 
 
 def save_blend(args):

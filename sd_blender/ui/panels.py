@@ -2,9 +2,12 @@
 import bpy
 
 from ..scene import depth_range, pose
+from ..scene.live_preview import preview_icon
 from ..scene.request import family_problem, generation_size
 from . import frames, operators, state, texture
 from .keypoint_overrides import draw_keypoint_overrides
+
+PREVIEW_SCALE = 8  # the preview's height under the progress bar, in rows
 
 
 class SDBLENDER_PT_generate(bpy.types.Panel):
@@ -52,7 +55,9 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
         seed = row.row(align=True)
         seed.enabled = not settings.use_random_seed
         seed.prop(settings, "seed")
-        column.prop(settings, "steps")
+        row = column.row(align=True)
+        row.prop(settings, "steps")
+        row.prop(settings, "use_previews", toggle=True)
         column.prop(settings, "guidance_scale")
         column.prop(settings, "scheduler", text="")
         column.prop(settings, "num_images")
@@ -97,6 +102,7 @@ class SDBLENDER_PT_generate(bpy.types.Panel):
             row = layout.row(align=True)
             row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message or snapshot.state)
             row.operator("sd_blender.cancel", text="", icon="CANCEL")
+            _draw_preview(layout, snapshot)
             return
         batch = state.frame_batch.active
         if frames.frames_running():
@@ -169,6 +175,13 @@ class SDBLENDER_PT_animation(_SubPanel, bpy.types.Panel):
             column.prop(settings, "temporal_match_colors")
         if settings.temporal_mode in ("ANCHOR", "FULL") or (warp and settings.temporal_match_colors):
             column.prop(settings, "temporal_anchor_every")  # the keyframes whose colours are matched
+
+
+def _draw_preview(layout, snapshot):
+    """The running job's latest preview (the image "SD Preview"), once it has one."""
+    icon = preview_icon() if snapshot.preview is not None else None
+    if icon is not None:
+        layout.template_icon(icon_value=icon, scale=PREVIEW_SCALE)
 
 
 def _draw_batch_progress(layout, batch, cancel_operator):

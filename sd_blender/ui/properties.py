@@ -115,6 +115,12 @@ class SDBLENDER_PG_settings(bpy.types.PropertyGroup):
     )
     seed: bpy.props.IntProperty(name="Seed", min=0, default=0)
     steps: bpy.props.IntProperty(name="Steps", min=1, soft_max=150, default=20)
+    use_previews: bpy.props.BoolProperty(
+        name="Previews",
+        description="Watch the image form: the server sends a small preview every few steps, shown under the "
+        "progress bar and in the image \"SD Preview\"",
+        default=True,
+    )
     guidance_scale: bpy.props.FloatProperty(name="Guidance", min=0.0, max=30.0, default=7.5)
     scheduler: bpy.props.StringProperty(
         name="Sampler", default="unipc", search=_scheduler_names,

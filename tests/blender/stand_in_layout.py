@@ -44,6 +44,10 @@ class CheckingLayout:
     def progress(self, **kwargs):
         self.drawn.append(("progress", kwargs.get("text")))
 
+    def template_icon(self, icon_value, scale=1.0):
+        assert isinstance(icon_value, int), f"an icon id is an int, not {icon_value!r}"  # 0 in background Blender
+        self.drawn.append(("icon", icon_value))
+
 
 def operator_property_names(idname):
     """The operator's properties, from its RNA (bpy.ops answers any name, registered or not)."""
