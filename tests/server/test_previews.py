@@ -5,6 +5,7 @@ import base64
 import io
 
 import httpx
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from server_helpers import fetch_image, read_events, run_job, submit, wait_finis
 from sd_blender_server.config import ServerConfig
 from sd_blender_server.engine import GenerationEngine
 from sd_blender_server.errors import JobCancelled
-from sd_blender_server.previews import LinearDecoder, preview_size, recorded_steps
+from sd_blender_server.previews import LinearDecoder, preview_size, recorded_steps, taesd_folder
 from sd_blender_server.request import GenerationRequest
 from sd_blender_server.schedulers import SCHEDULER_NAMES
 
@@ -194,3 +195,23 @@ def test_frame_jobs_send_previews_of_their_first_frame(linear_client):
     previews = previews_of(events)
     assert [(data["step"], data["width"], data["height"]) for data in previews] == [(2, 128, 64)]
     assert events[-1][1]["state"] == "done" and events[-1][1]["parameters"]["preview_every"] == 2
+
+
+def taesd_files(folder) -> None:
+    folder.mkdir(parents=True)
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        (folder / name).write_text("{}")
+
+
+def test_taesd_is_looked_for_in_the_models_folders_then_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert taesd_folder("sdxl", ()) is None
+    repo = tmp_path / "hub" / "models--madebyollin--taesdxl"
+    taesd_files(repo / "snapshots" / "abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    assert taesd_folder("sdxl", ()) == repo / "snapshots" / "abc"
+    assert taesd_folder("sd15", ()) is None
+    comfy = tmp_path / "ComfyUI"
+    taesd_files(comfy / "models" / "vae_approx" / "taesdxl")
+    assert taesd_folder("sdxl", (str(comfy),)) == comfy / "models" / "vae_approx" / "taesdxl"
