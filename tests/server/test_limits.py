@@ -248,6 +248,7 @@ def test_limits_report_what_this_server_enforces(busy):
             "loras": {"max": 8},
             "lora_weight": {"min": -4.0, "max": 4.0},
             "views": {"max": 5},
+            "frames": {"max": 8},
             "texture_size": {"min": 16, "max": 1024},
             "schedulers": ["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"],
             "max_queue": 3,
