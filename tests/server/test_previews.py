@@ -2,6 +2,7 @@
 `preview_every` steps, GET /v1/jobs/{id}/preview, the predicted clean latent (not the noisy one)
 decoded, TAESD from a models folder, frame jobs; and nothing of them left on the pipeline."""
 import base64
+import dataclasses
 import io
 
 import httpx
@@ -18,6 +19,7 @@ from server_helpers import fetch_image, read_events, run_job, submit, wait_finis
 from sd_blender_server.config import ServerConfig
 from sd_blender_server.engine import GenerationEngine
 from sd_blender_server.errors import JobCancelled
+from sd_blender_server.frame_request import FrameRequest
 from sd_blender_server.previews import LinearDecoder, preview_size, recorded_steps, taesd_folder
 from sd_blender_server.request import GenerationRequest
 from sd_blender_server.schedulers import SCHEDULER_NAMES
@@ -215,3 +217,21 @@ def test_taesd_is_looked_for_in_the_models_folders_then_the_hub_cache(tmp_path, 
     comfy = tmp_path / "ComfyUI"
     taesd_files(comfy / "models" / "vae_approx" / "taesdxl")
     assert taesd_folder("sdxl", (str(comfy),)) == comfy / "models" / "vae_approx" / "taesdxl"
+
+
+def test_a_frame_jobs_previews_show_its_first_frame_not_the_anchor(engine):
+    """A dark first frame and a light anchor (img2img): the job's preview is the dark frame's (close
+    to what it previews alone), not the anchor's."""
+    settings = GenerationRequest(prompt="a walk", seed=5, steps=4, width=64, height=64, strength=0.8, preview_every=2)
+    frame, anchor = (
+        dataclasses.replace(settings, init_image=Image.new("RGB", (64, 64), (shade,) * 3)) for shade in (20, 235)
+    )
+
+    def preview_of(request) -> np.ndarray:
+        previews = []
+        engine.generate(request, on_preview=lambda step, total, image: previews.append(image))
+        return np.asarray(previews[-1], dtype=float)
+
+    job = preview_of(FrameRequest(frames=(frame,), anchor=anchor))
+    to_frame, to_anchor = (np.abs(job - preview_of(alone)).mean() for alone in (frame, anchor))
+    assert to_frame < 0.25 * to_anchor, (to_frame, to_anchor)
