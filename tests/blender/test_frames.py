@@ -56,7 +56,8 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
 
     frame_range.frame_end = 3
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # holds frame 2 queued
+    # Holds frame 2 queued (the longest job the server takes), cancelled once frame 2 is.
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     batch = state.frame_batch.active.batch
     wait_for(lambda: "queued on the server" in batch.snapshot().message, "frame 2 queued")
