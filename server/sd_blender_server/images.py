@@ -136,3 +136,10 @@ def encode_png(image: Image.Image, parameters: dict, index: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def encode_preview(image: Image.Image) -> bytes:
+    """A live preview as PNG, as it is sent (no metadata: it is not a result)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -16,8 +16,7 @@ from PIL import Image
 
 from .config import ServerConfig
 from .errors import EngineError, JobCancelled
-from .images import encode_png
-from .previews import encode_preview
+from .images import encode_png, encode_preview
 
 if TYPE_CHECKING:
     from .engine import EngineRequest, GenerationEngine

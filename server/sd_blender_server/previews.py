@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,13 +52,6 @@ def preview_size(width: int, height: int) -> tuple[int, int]:
     """A preview's size: the image's, scaled down (never up) to PREVIEW_LONG_SIDE on its long side."""
     scale = min(1.0, PREVIEW_LONG_SIDE / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def encode_preview(image: Image.Image) -> bytes:
-    """A preview as PNG, as it is sent."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _has_taesd_files(folder: Path) -> bool:

@@ -345,7 +345,7 @@ class _FailingEngine:
     def parameters(self, request):
         return {"seed": request.seed}
 
-    def generate(self, request, on_step=None, should_cancel=None):
+    def generate(self, request, on_step=None, should_cancel=None, on_preview=None):
         if self.errors:
             raise self.errors.pop(0)
         return GenerationResult(images=[], parameters={})
