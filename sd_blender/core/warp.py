@@ -6,6 +6,7 @@ y downward, pixel centres at integer indices) shows what was at (x + X, y + Y) i
 import numpy as np
 
 from .exr import read_exr, write_exr
+from .fusion import sample_bilinear
 
 
 def read_motion(path):
@@ -27,13 +28,6 @@ def _check_shapes(image, motion):
         raise ValueError(f"motion must be (H, W, 2) for an image of {image.shape[:2]}, got {motion.shape}")
 
 
-def _corners(coordinates, size):
-    """The two neighbouring indices of each (clamped) coordinate and the weight of the second."""
-    low = np.clip(np.floor(coordinates), 0, max(size - 2, 0)).astype(np.intp)
-    high = np.minimum(low + 1, size - 1)
-    return low, high, (coordinates - low).astype(np.float32)
-
-
 def warp(previous, motion):
     """Sample previous bilinearly at (x + X, y + Y) for every pixel: (warped float32 image of
     previous's shape, inside). inside is False where the sample point is outside the image (or
@@ -43,18 +37,12 @@ def warp(previous, motion):
     _check_shapes(previous, motion)
     height, width = previous.shape[:2]
     rows, columns = np.indices((height, width), dtype=np.float64)
-    sample_x, sample_y = columns + motion[..., 0], rows + motion[..., 1]
-    inside = (sample_x >= 0) & (sample_x <= width - 1) & (sample_y >= 0) & (sample_y <= height - 1)
-    sample_x = np.clip(np.nan_to_num(sample_x, nan=0.0), 0, width - 1)
-    sample_y = np.clip(np.nan_to_num(sample_y, nan=0.0), 0, height - 1)
-    left, right, weight_x = _corners(sample_x, width)
-    top, bottom, weight_y = _corners(sample_y, height)
-    image = previous.astype(np.float32)
-    if image.ndim == 3:
-        weight_x, weight_y = weight_x[..., None], weight_y[..., None]
-    upper = image[top, left] * (1 - weight_x) + image[top, right] * weight_x
-    lower = image[bottom, left] * (1 - weight_x) + image[bottom, right] * weight_x
-    return upper * (1 - weight_y) + lower * weight_y, inside
+    samples = np.stack([columns + motion[..., 0], rows + motion[..., 1]], axis=-1).reshape(-1, 2)
+    inside = ((samples >= 0) & (samples <= [width - 1, height - 1])).all(axis=1).reshape(height, width)
+    image = previous.astype(np.float32).reshape(height, width, -1)
+    # fusion's pixel coordinates put pixel centres at +0.5; NaN motion samples the first pixel.
+    warped = sample_bilinear(image, np.nan_to_num(samples, nan=0.0) + 0.5)
+    return warped.reshape(previous.shape).astype(np.float32), inside
 
 
 def warping_error(current, previous, motion, occluded=None):
