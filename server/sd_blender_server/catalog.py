@@ -15,6 +15,7 @@ from .errors import ModelLoadError
 from .model_sources import ModelSource, resolve_source, source_of_entry
 from .registry import Entry, Registry
 from .request import ControlInput, GenerationRequest, Problem
+from .schedulers import SCHEDULERS
 
 # The control mode of each control type in an SDXL ControlNet Union model (xinsir's
 # controlnet-union-sdxl-1.0: 0 openpose, 1 depth, 2 thick lines, 3 thin lines, 4 normal,
@@ -119,6 +120,7 @@ class Catalog:
             base, problems = self.base_source(request.model), []
         except ValueError as error:
             base, problems = None, [Problem(("model",), str(error))]
+        problems += _step_problems(request)
         return problems + self._control_problems(request, base) + self._lora_problems(request, base)
 
     def _control_problems(self, request: GenerationRequest, base: ModelSource | None) -> list[Problem]:
@@ -200,6 +202,14 @@ class Catalog:
         if request.tiling is not None:
             parameters["tiling"] = request.tiling
         return parameters
+
+
+def _step_problems(request: GenerationRequest) -> list[Problem]:
+    """More steps than the request's scheduler takes (the few-step ones pick from a short schedule)."""
+    most = SCHEDULERS[request.scheduler].max_steps
+    if most is None or request.steps <= most:
+        return []
+    return [Problem(("steps",), f"the {request.scheduler} scheduler takes at most {most} steps (it is made for 4-8)")]
 
 
 def _families_differ(base: ModelSource | None, family: str | None) -> bool:

@@ -23,8 +23,10 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    TCDScheduler,
     UniPCMultistepScheduler,
 )
 from diffusers.models.attention_processor import AttnProcessor2_0
@@ -33,6 +35,7 @@ from PIL import Image
 from .cross_frame import self_attention_processor
 from .errors import JobCancelled, RequestRefused
 from .pipelines import control_arguments, fit, is_union
+from .schedulers import SCHEDULERS
 from .texture_request import TextureRequest
 
 # Samples are x0 + σ·ε (k-diffusion), σ = scheduler.sigmas[step].
@@ -40,7 +43,7 @@ _SIGMA_SCHEDULERS = (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LM
 # Samples are α·x0 + s·ε with α² + s² = 1, α = 1/√(σ² + 1), σ = scheduler.sigmas[step].
 _VP_SIGMA_SCHEDULERS = (DPMSolverMultistepScheduler, UniPCMultistepScheduler)
 # Samples are √ᾱ_t·x0 + √(1 − ᾱ_t)·ε, ᾱ_t = scheduler.alphas_cumprod[timestep].
-_VP_TIMESTEP_SCHEDULERS = (DDIMScheduler, PNDMScheduler)
+_VP_TIMESTEP_SCHEDULERS = (DDIMScheduler, PNDMScheduler, LCMScheduler, TCDScheduler)
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,8 @@ def denoise(
     texel_map = texel_map.to(device)
     scheduler.set_timesteps(settings.steps, device=device)
     timesteps = scheduler.timesteps
-    step_options = pipeline.prepare_extra_step_kwargs(generator, 0.0)
+    eta = SCHEDULERS[settings.scheduler].call_options.get("eta", 0.0)
+    step_options = pipeline.prepare_extra_step_kwargs(generator, eta)
     with neighbour_attention(pipeline.unet, request, guided):
         for index, timestep in enumerate(timesteps):
             if should_cancel and should_cancel():
