@@ -320,8 +320,8 @@ def models_json(catalog: Catalog, loaded: "Loaded") -> dict:
     }
 
 
-def limits_json(config: ServerConfig) -> dict:
-    """GET /v1/limits: what this server accepts."""
+def limits_json(config: ServerConfig, max_batch: int) -> dict:
+    """GET /v1/limits: what this server accepts, and the images its batches may hold."""
     limits = config.request
     return {
         "max_pixels": limits.max_pixels,
@@ -343,6 +343,7 @@ def limits_json(config: ServerConfig) -> dict:
         "max_queue": config.max_queue,
         "job_timeout_s": config.job_timeout,
         "max_body_mb": config.max_body_mb,
+        "batch": {"max": max_batch},
     }
 
 
@@ -410,7 +411,7 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
 
     @router.get("/limits", response_model=Limits, operation_id="getLimits")
     def limits() -> dict:
-        return limits_json(config)
+        return limits_json(config, jobs.max_batch)
 
     @router.post(
         "/jobs", status_code=202, response_model=JobCreated, operation_id="submitJob", responses={**_SUBMITTED, **_QUEUE_FULL}

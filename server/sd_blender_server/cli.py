@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from .config import RequestLimits, ServerConfig, controlnets_for
+from .config import AUTO_MAX_BATCH_CUDA, RequestLimits, ServerConfig, controlnets_for
 
 _DEFAULTS = ServerConfig()
 
@@ -32,6 +32,11 @@ def _positive(kind):
         return number
 
     return parse
+
+
+def _max_batch(value: str) -> int | None:
+    """--max-batch: `auto` (None) or a count of images."""
+    return None if value == "auto" else _positive(int)(value)
 
 
 def _not_negative(value: str) -> float:
@@ -126,6 +131,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="largest request body in MB; larger answers 413 (default: %(default)g)",
     )
     limits.add_argument(
+        "--max-batch", type=_max_batch, default=_DEFAULTS.max_batch, metavar="N|auto",
+        help="most images one pipeline call runs for queued jobs that can share it (same model, size, steps...); "
+        f"1: never batch; auto: {AUTO_MAX_BATCH_CUDA} on CUDA, 1 elsewhere (default: auto)",
+    )
+    limits.add_argument(
         "--max-pixels", type=_positive(int), default=_DEFAULTS.request.max_pixels,
         help="most pixels (width x height) a job may ask for; input images may have 4x as many (default: %(default)s)",
     )
@@ -161,6 +171,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         keep_results=args.keep_results,
         result_ttl=args.result_ttl,
         max_body_mb=args.max_body_mb,
+        max_batch=args.max_batch,
         request=dataclasses.replace(
             RequestLimits(), max_pixels=args.max_pixels, max_views=args.max_views, max_frames=args.max_frames
         ),

@@ -22,6 +22,10 @@ DEFAULT_CONTROLNETS = MappingProxyType({
 CONTROL_TYPES = tuple(DEFAULT_CONTROLNETS)
 # The control type naming an SDXL ControlNet Union model: one ControlNet serving several types.
 UNION = "union"
+# --max-batch auto: images one pipeline call may run for several queued jobs on CUDA, as many as
+# one job may ask for (so a batch needs no more memory than the largest job); 1 elsewhere, where
+# a batch gains little (the CPU) or was not measured (MPS).
+AUTO_MAX_BATCH_CUDA = 8
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,18 @@ class ServerConfig:
     keep_results: int = 200  # finished jobs kept
     result_ttl: float = 3600.0  # seconds a finished job is kept
     max_body_mb: float = 64.0
+    max_batch: int | None = None  # images one pipeline call may run for several queued jobs; None: auto
     request: RequestLimits = RequestLimits()
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 2**20)
+
+    def max_batch_on(self, device: str) -> int:
+        """max_batch, or for auto the default of the device the engine runs on."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return AUTO_MAX_BATCH_CUDA if device.startswith("cuda") else 1
 
 
 def controlnets_for(model: str, overrides: list[tuple[str, str]]) -> MappingProxyType:

@@ -1,5 +1,6 @@
 """The generation engine: a catalog that answers questions about models from any thread, and a
-runner that owns the device and runs one job at a time on the thread that calls generate().
+runner that owns the device and runs one job at a time (or a batch of alike ones: generate_batch) on
+the thread that calls generate().
 
 No HTTP here: the engine takes a GenerationRequest and raises EngineError subclasses, so it can
 sit behind the job queue and uvicorn (jobs.py, api.py) or behind anything else that feeds one
@@ -10,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from PIL import Image
 
-from . import hub, synchronized
+from . import batching, hub, synchronized
 from .catalog import Catalog
 from .config import ServerConfig
 from .errors import EngineError, GenerationFailed, JobCancelled, ModelLoadError, OutOfMemory, RequestRefused
@@ -94,6 +95,16 @@ class GenerationEngine:
         family = self._catalog.base_source(request.model).family
         return {"preview_every": request.preview_every, "preview_decoder": self._runner.previews.decoder_name(family)}
 
+    def batch_key(self, request: EngineRequest) -> Hashable | None:
+        """Ordinary jobs with equal keys can run as one pipeline call (generate_batch); None for a
+        job that runs alone: a texture or frame job, or one naming a model this server lacks."""
+        if not isinstance(request, GenerationRequest):
+            return None
+        try:
+            return batching.batch_key(request, self._catalog)
+        except ValueError:
+            return None
+
     def generate(
         self,
         request: EngineRequest,
@@ -105,8 +116,28 @@ class GenerationEngine:
         should_cancel() turns true, else an EngineError (OutOfMemory once what the job held is given
         back) for any failure. Ordinary and frame jobs send on_preview(step, total, image) every
         `preview_every` steps (texture jobs send none)."""
+        return self._reporting_failures(self._generate, request, on_step, should_cancel, on_preview)
+
+    def generate_batch(
+        self,
+        requests: list[GenerationRequest],
+        on_step: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        on_previews: list[Callable[[int, int, Image.Image], None] | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Run ordinary requests of one batch key as one pipeline call: a result for each, in order,
+        each image as the request gives alone (within float rounding). on_previews[i] gets request
+        i's previews, as generate()'s on_preview; failures as generate()'s, for the whole batch."""
+        keys = {self.batch_key(request) for request in requests}
+        if len(keys) != 1 or None in keys:
+            raise ValueError("a batch runs ordinary requests of one batch key (engine.batch_key) only")
+        on_previews = on_previews or [None] * len(requests)
+        return self._reporting_failures(self._generate_batch, requests, on_step, should_cancel, on_previews)
+
+    def _reporting_failures(self, generate: Callable, *arguments):
+        """generate(*arguments), any failure but JobCancelled an EngineError."""
         try:
-            return self._generate(request, on_step, should_cancel, on_preview)
+            return generate(*arguments)
         except (JobCancelled, EngineError):
             raise
         except Exception as error:
@@ -121,23 +152,38 @@ class GenerationEngine:
         raise failure
 
     def _generate(self, request, on_step, should_cancel, on_preview) -> GenerationResult:
+        if isinstance(request, GenerationRequest):
+            return self._generate_batch([request], on_step, should_cancel, [on_preview])[0]
         request = request.with_seed()
         plan = self._plan(request)
-        parameters = self.parameters(request)
         if isinstance(request, TextureRequest):
             with self._runner.pipeline_for(request.settings, plan) as (pipeline, controlnets):
                 images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel)
-        elif isinstance(request, FrameRequest):
-            anchored = request.anchor is not None
-            images = self._runner.run(request.batch(), plan, on_step, should_cancel, anchored, on_preview)
         else:
-            images = self._runner.run([request], plan, on_step, should_cancel, on_preview=on_preview)
+            previews = {0: on_preview} if on_preview else None
+            images = self._runner.run(request.batch(), plan, on_step, should_cancel, request.anchor is not None, previews)
+        return GenerationResult(images=images, parameters={**self.parameters(request), **self._hash_parameters(plan)})
+
+    def _generate_batch(self, requests, on_step, should_cancel, on_previews) -> list[GenerationResult]:
+        requests = [request.with_seed() for request in requests]
+        plan = self._plan(requests[0])  # the batch key holds what it resolves
+        previews = {index: send for index, send in enumerate(on_previews) if send}
+        images = self._runner.run(requests, plan, on_step, should_cancel, on_previews=previews)
+        count, hashes = requests[0].num_images, self._hash_parameters(plan)
+        return [
+            GenerationResult(images[index * count: (index + 1) * count], {**self.parameters(request), **hashes})
+            for index, request in enumerate(requests)
+        ]
+
+    def _hash_parameters(self, plan: RunPlan) -> dict:
+        """The A1111 hashes of the checkpoint and LoRA files a plan runs, as parameters."""
+        hashes = {}
         if plan.base.kind == "file":
-            parameters["model_hash"] = self._file_hash(plan.base.location, a1111_model_hash)
+            hashes["model_hash"] = self._file_hash(plan.base.location, a1111_model_hash)
         lora_files = {entry.name: entry.location for entry in plan.loras if entry.source == "file"}
         if lora_files:
-            parameters["lora_hashes"] = {name: self._file_hash(path, a1111_lora_hash) for name, path in lora_files.items()}
-        return GenerationResult(images=images, parameters=parameters)
+            hashes["lora_hashes"] = {name: self._file_hash(path, a1111_lora_hash) for name, path in lora_files.items()}
+        return hashes
 
     def _plan(self, request: EngineRequest) -> RunPlan:
         """The models a request runs on; refused (RequestRefused) when the catalog cannot run it,

@@ -1,7 +1,9 @@
-"""The job queue: one worker thread owns the engine (and so the device) and runs jobs in order."""
+"""The job queue: one worker thread owns the engine (and so the device) and runs jobs in order,
+each with the waiting jobs that can share its pipeline call (a batch, up to --max-batch images)."""
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 import secrets
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from .batching import image_count
 from .config import ServerConfig
 from .errors import EngineError, JobCancelled
 from .images import encode_png, encode_preview
@@ -86,6 +89,7 @@ class Job:
     # event holds only its step: the job keeps the latest preview's image alone.
     events: list[tuple[str, dict]] = field(default_factory=list)
     preview: Preview | None = None
+    batch: dict | None = None  # once running: the jobs and images of the pipeline call it shares
 
     @property
     def finished(self) -> bool:
@@ -103,6 +107,7 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "batch": self.batch,
         }
 
 
@@ -112,6 +117,8 @@ class JobQueue:
     At most `config.max_queue` jobs wait (QueueFull past it); a running job is stopped after
     `config.job_timeout` seconds (None: no limit). Finished jobs are kept `config.result_ttl`
     seconds, at most the newest `config.keep_results` of them; older ones are dropped with their images.
+    The job taken runs with the waiting jobs whose engine.batch_key is its own, in queue order, up to
+    `max_batch` images in all (config.max_batch_on the engine's device).
     """
 
     def __init__(self, engine: GenerationEngine, config: ServerConfig):
@@ -120,6 +127,7 @@ class JobQueue:
         self.result_ttl = config.result_ttl
         self.max_queue = config.max_queue
         self.job_timeout = config.job_timeout
+        self.max_batch = config.max_batch_on(engine.device)
         self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
@@ -239,62 +247,123 @@ class JobQueue:
                 if not self._job_waiting.wait_for(lambda: self._waiting, timeout=expiry_check_seconds):
                     self._drop_expired()
                     continue
-                job = self._waiting.popleft()
-                job.started_at = _now()
-                job.started = time.monotonic()
-                if self.job_timeout is not None:
-                    job.deadline = job.started + self.job_timeout
-                self._set_state(job, "running")
-            self._run(job)
+                batch = self._take_batch()
+                started_at, started = _now(), time.monotonic()
+                images = sum(image_count(job.request) for job in batch)
+                for job in batch:
+                    job.started_at, job.started = started_at, started
+                    if self.job_timeout is not None:
+                        job.deadline = started + self.job_timeout
+                    job.batch = {"jobs": len(batch), "images": images}
+                    self._set_state(job, "running")
+            self._run(batch)
             with self._lock:
-                seconds = time.monotonic() - job.started
+                seconds = time.monotonic() - started
                 self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
+
+    def _take_batch(self) -> list[Job]:
+        """The first waiting job, and the waiting jobs after it that can share its pipeline call, while
+        their images fit in max_batch; the others keep their places."""
+        first = self._waiting.popleft()
+        batch, images = [first], image_count(first.request)
+        key = self.engine.batch_key(first.request) if self.max_batch > images else None
+        if key is None:
+            return batch
+        for job in list(self._waiting):
+            count = image_count(job.request)
+            if images + count <= self.max_batch and self.engine.batch_key(job.request) == key:
+                self._waiting.remove(job)
+                batch.append(job)
+                images += count
+        return batch
 
     def _timed_out(self, job: Job) -> bool:
         return job.deadline is not None and time.monotonic() > job.deadline
 
-    def _on_step(self, job: Job, step: int, total: int) -> None:
+    def _stopping(self, job: Job) -> bool:
+        return job.cancel_requested or self._timed_out(job)
+
+    def _stop(self, job: Job) -> None:
+        """Finish a job asked to stop: cancelled, or failed past its time limit."""
+        if job.cancel_requested:
+            self._finish(job, "cancelled")
+            return
+        log.warning("job %s stopped after the time limit of %g s", job.id, self.job_timeout)
+        self._finish(
+            job,
+            "failed",
+            f"stopped after {job.step} of {job.total} steps: the job ran past this server's "
+            f"time limit of {self.job_timeout:g} s (--job-timeout)",
+        )
+
+    def _on_step(self, batch: list[Job], step: int, total: int) -> None:
+        """Progress for each job of the batch; one asked to stop finishes now, the others go on (the
+        engine stops the batch once every job is stopping)."""
         with self._lock:
-            job.step, job.total = step, total
-            job.events.append(("progress", {"step": step, "total": total}))
+            for job in batch:
+                if job.finished:
+                    continue
+                if self._stopping(job):
+                    self._stop(job)
+                    continue
+                job.step, job.total = step, total
+                job.events.append(("progress", {"step": step, "total": total}))
 
     def _on_preview(self, job: Job, step: int, total: int, image: Image.Image) -> None:
         preview = Preview(step, total, image.width, image.height, encode_preview(image))
         with self._lock:
+            if job.finished:
+                return
             job.preview = preview
             job.events.append(("preview", {"step": step}))
 
-    def _run(self, job: Job) -> None:
+    def _run(self, batch: list[Job]) -> None:
+        """Run a batch (one job, or ordinary jobs of one batch key) and finish each of its jobs not
+        finished yet: all fail together, or each is done with its own images and parameters."""
+        on_step = functools.partial(self._on_step, batch)
+
+        def should_cancel() -> bool:
+            return all(map(self._stopping, batch))
+
+        on_previews = [functools.partial(self._on_preview, job) for job in batch]
         try:
-            result = self.engine.generate(
-                job.request,
-                on_step=lambda step, total: self._on_step(job, step, total),
-                should_cancel=lambda: job.cancel_requested or self._timed_out(job),
-                on_preview=lambda step, total, image: self._on_preview(job, step, total, image),
-            )
-            images = [encode_png(image, result.parameters, index) for index, image in enumerate(result.images)]
+            if len(batch) == 1:
+                results = [self.engine.generate(batch[0].request, on_step, should_cancel, on_preview=on_previews[0])]
+            else:
+                requests = [job.request for job in batch]
+                results = self.engine.generate_batch(requests, on_step, should_cancel, on_previews)
+            images = [
+                [encode_png(image, result.parameters, index) for index, image in enumerate(result.images)]
+                for result in results
+            ]
         except JobCancelled:
             with self._lock:
-                if job.cancel_requested:
-                    self._finish(job, "cancelled")
-                else:
-                    log.warning("job %s stopped after the time limit of %g s", job.id, self.job_timeout)
-                    self._finish(
-                        job,
-                        "failed",
-                        f"stopped after {job.step} of {job.total} steps: the job ran past this server's "
-                        f"time limit of {self.job_timeout:g} s (--job-timeout)",
-                    )
+                for job in self._unfinished(batch):
+                    self._stop(job)
         except EngineError as error:
-            log.error("job %s failed: %s", job.id, error)
-            with self._lock:
-                self._finish(job, "failed", str(error))
-        except Exception as error:  # a bug: the job fails, the worker goes on
-            log.exception("job %s failed", job.id)
-            with self._lock:
-                self._finish(job, "failed", f"{type(error).__name__}: {error}")
+            log.error("jobs %s failed: %s", _ids(batch), error)
+            self._fail(batch, str(error))
+        except Exception as error:  # a bug: the jobs fail, the worker goes on
+            log.exception("jobs %s failed", _ids(batch))
+            self._fail(batch, f"{type(error).__name__}: {error}")
         else:
             with self._lock:
-                job.images = images
-                job.parameters = result.parameters  # what ran, e.g. with the checkpoint's model hash
-                self._finish(job, "done")
+                for job, result, pngs in zip(batch, results, images):
+                    if job.finished:
+                        continue
+                    job.images = pngs
+                    job.parameters = result.parameters  # what ran, e.g. with the checkpoint's model hash
+                    self._finish(job, "done")
+
+    def _fail(self, batch: list[Job], message: str) -> None:
+        with self._lock:
+            for job in self._unfinished(batch):
+                self._finish(job, "failed", message)
+
+    @staticmethod
+    def _unfinished(batch: list[Job]) -> list[Job]:
+        return [job for job in batch if not job.finished]
+
+
+def _ids(batch: list[Job]) -> str:
+    return ", ".join(job.id for job in batch)

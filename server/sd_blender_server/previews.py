@@ -184,15 +184,17 @@ def recorded_steps(scheduler) -> Iterator[Callable[[], torch.Tensor]]:
 
 
 class LivePreview:
-    """Called after each step: every `every` steps (not after the last: the result comes then),
-    image `index` of the batch's predicted clean latent, decoded, goes to `send(step, total, image)`."""
+    """Called after each step: for each of `targets`, a (batch index, every, send) triple, every
+    `every` steps (not after the last: the result comes then) image `index` of the batch's predicted
+    clean latent, decoded, goes to `send(step, total, image)`. The latents are read once a step."""
 
-    def __init__(self, decoder, every: int, index: int, size: tuple[int, int], send: Callable, latents: Callable):
-        self._decoder, self._every, self._index, self._size = decoder, every, index, size
-        self._send, self._latents = send, latents
+    def __init__(self, decoder, size: tuple[int, int], latents: Callable, targets: list[tuple[int, int, Callable]]):
+        self._decoder, self._size, self._latents, self._targets = decoder, size, latents, targets
 
     def after_step(self, step: int, total: int) -> None:
-        if step % self._every or step >= total:
+        due = [(index, send) for index, every, send in self._targets if not step % every and step < total]
+        if not due:
             return
-        self._send(step, total, self._decoder.image(self._latents()[self._index], self._size))
-
+        latents = self._latents()
+        for index, send in due:
+            send(step, total, self._decoder.image(latents[index], self._size))

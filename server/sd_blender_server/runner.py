@@ -8,7 +8,7 @@ import dataclasses
 import gc
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -175,13 +175,14 @@ class Runner:
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         anchored: bool = False,
-        on_preview: Callable[[int, int, Image.Image], None] | None = None,
+        on_previews: Mapping[int, Callable[[int, int, Image.Image], None]] | None = None,
     ) -> list[Image.Image]:
-        """Run requests alike but for their images (and seeds, chosen) as one batch on what `plan`
-        names: `num_images` images each, in order. With `anchored`, the first is an anchor whose keys
-        and values every self-attention layer of the others also reads (cross_frame.py); its images
-        are not returned. Every `preview_every` steps the first returned image's predicted clean
-        latent goes to on_preview(step, total, image) (previews.py). Raises JobCancelled when
+        """Run requests alike but for their prompts, images and seeds (batching.batch_key) as one
+        pipeline call on what `plan` names: `num_images` images each, in order. With `anchored`, the
+        first is an anchor whose keys and values every self-attention layer of the others also reads
+        (cross_frame.py); its images are not returned. on_previews maps a returned request's index to
+        its preview callback: every request's `preview_every` steps its first image's predicted clean
+        latent goes to it as (step, total, image) (previews.py). Raises JobCancelled when
         should_cancel() turns true."""
         first = batch[0]
         self.load(plan.base)
@@ -201,9 +202,10 @@ class Runner:
         inpaint = first.mask_image is not None or is_inpainting_unet(self._components["unet"])
         kind = "inpaint" if inpaint else "img2img" if first.init_image is not None else "txt2img"
         count = first.num_images
+        negative_prompts = [request.negative_prompt for request in batch]
         arguments = {
-            "prompt": [first.prompt] * len(batch),
-            "negative_prompt": [first.negative_prompt] * len(batch) if first.negative_prompt else None,
+            "prompt": [request.prompt for request in batch],
+            "negative_prompt": negative_prompts if any(negative_prompts) else None,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance_scale,
             "num_images_per_prompt": count,
@@ -214,26 +216,31 @@ class Runner:
             "callback_on_step_end": step_end,
             **image_arguments(batch, inpaint),
         }
+        skipped = 1 if anchored else 0  # the anchor's request
+        previewed = {
+            index: send for index, send in (on_previews or {}).items() if batch[skipped + index].preview_every > 0
+        }
         with self.pipeline_for(first, plan, kind) as (pipeline, controlnets):
             if controlnets:
                 arguments.update(control_arguments(batch, controlnets, takes_image=kind != "txt2img"))
             models = [pipeline.unet, *controlnets]
             frames = cross_frame_attention(models, len(batch)) if anchored else contextlib.nullcontext()
-            previewed = on_preview is not None and first.preview_every > 0
             decoder = self.previews.decoder(plan.base.family) if previewed else None
             steps = recorded_steps(pipeline.scheduler) if previewed else contextlib.nullcontext()
             with torch.inference_mode(), seamless([*models, pipeline.vae], first.tiling), frames, steps as latents:
                 if previewed:
-                    size = preview_size(first.width, first.height)
-                    index = count if anchored else 0
-                    preview = LivePreview(decoder, first.preview_every, index, size, on_preview, latents)
+                    targets = [
+                        ((skipped + index) * count, batch[skipped + index].preview_every, send)
+                        for index, send in previewed.items()
+                    ]
+                    preview = LivePreview(decoder, preview_size(first.width, first.height), latents, targets)
                 images = pipeline(**arguments).images
         kept = [
             image
             for index, request in enumerate(batch)
             for image in keep_unmasked(images[index * count: (index + 1) * count], request)
         ]
-        return kept[count:] if anchored else kept
+        return kept[count * skipped:]
 
     def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
         """Load the job's LoRAs as adapters with their weights; unloaded after the job."""

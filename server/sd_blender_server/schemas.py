@@ -253,6 +253,11 @@ class Progress(BaseModel):
     total: int
 
 
+class Batch(BaseModel):
+    jobs: int = Field(description="the jobs that ran as one pipeline call, this one included (1: it ran alone)")
+    images: int = Field(description="their images in all (at most the server's --max-batch when jobs > 1)")
+
+
 class JobStatus(BaseModel):
     id: str
     state: JobState
@@ -264,6 +269,9 @@ class JobStatus(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    batch: Batch | None = Field(
+        description="once it runs: the pipeline call it shares with other queued jobs alike (batching); null while queued"
+    )
 
 
 class NumberRange(BaseModel):
@@ -308,3 +316,6 @@ class Limits(BaseModel):
     max_queue: int = Field(description="jobs that may wait; past it POST /v1/jobs answers 429 (--max-queue)")
     job_timeout_s: float | None = Field(description="seconds a job may run; null: no limit (--job-timeout)")
     max_body_mb: float = Field(description="the largest request body in MB; larger answers 413 (--max-body-mb)")
+    batch: AtMost = Field(
+        description="the most images one pipeline call runs for queued jobs that can share it; 1: no batching (--max-batch)"
+    )

@@ -254,6 +254,7 @@ def test_limits_report_what_this_server_enforces(busy):
             "max_queue": 3,
             "job_timeout_s": None,
             "max_body_mb": 64.0,
+            "batch": {"max": 1},
         }
         # The schema it serves shows them too.
         schemas = client.get("/openapi.json").json()["components"]["schemas"]
@@ -338,6 +339,8 @@ def test_finished_jobs_are_bounded_and_old_ids_say_results_expire(busy):
 
 class _FailingEngine:
     """Fails as the engine reports failures (EngineError), then succeeds."""
+
+    device = "cpu"
 
     def __init__(self):
         self.errors = [OutOfMemory(), GenerationFailed("ValueError: something else")]
