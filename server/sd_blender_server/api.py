@@ -393,6 +393,7 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
             "status": "ok",
             "device": engine.device,
             "dtype": engine.dtype,
+            "acceleration": engine.acceleration,
             "model": loaded.base_model or catalog.default_model.name,
             "loaded": {
                 "base_model": loaded.base_model is not None,

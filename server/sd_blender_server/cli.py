@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from .config import AUTO_MAX_BATCH_CUDA, RequestLimits, ServerConfig, controlnets_for
+from .config import AUTO_MAX_BATCH_CUDA, COMPILE_MODES, AccelerationOptions, RequestLimits, ServerConfig, controlnets_for
 
 _DEFAULTS = ServerConfig()
 
@@ -59,6 +59,40 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to any interface
 
 
+def _acceleration_arguments(group) -> None:
+    group.add_argument(
+        "--no-fast-defaults", dest="fast_defaults", action="store_false",
+        help="run the models as stock diffusers does: no channels_last, no fused QKV projections (the CUDA "
+        "defaults; attention is torch's scaled_dot_product_attention either way)",
+    )
+    group.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="channels_last memory format for the UNet, ControlNets and VAE (default: on cuda, off elsewhere: "
+        "slower on the CPU)",
+    )
+    group.add_argument(
+        "--fused-qkv", action=argparse.BooleanOptionalAction, default=None,
+        help="fused QKV projections in the UNet and ControlNets; jobs with LoRAs run unfused (default: on cuda "
+        "but with --low-vram, off elsewhere)",
+    )
+    group.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the UNet, ControlNets and VAE decoder: compiled at startup for the model's own size "
+        "(a warm-up job), then once per new size or batch on its first job (slow: minutes on a CPU); jobs with "
+        "LoRAs run uncompiled; not applied with --low-vram on cuda",
+    )
+    group.add_argument(
+        "--compile-mode", choices=COMPILE_MODES,
+        help="torch.compile mode (default: max-autotune-no-cudagraphs on cuda, default elsewhere; reduce-overhead "
+        "uses CUDA graphs)",
+    )
+    group.add_argument(
+        "--low-vram", action="store_true",
+        help="for small GPUs: model CPU offload (cuda only: each model is on the GPU only while it runs) and VAE "
+        "tiling and slicing (every device)",
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sd-blender-server", description="sd_blender's GPU server: ControlNet Stable Diffusion over HTTP."
@@ -87,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype",
         default=_DEFAULTS.dtype,
         choices=("auto", "float16", "bfloat16", "float32"),
-        help="auto: float16 on cuda, float32 otherwise",
+        help="auto: float16 on cuda and mps, float32 on cpu (default: %(default)s)",
     )
     parser.add_argument(
         "--offline",
@@ -109,6 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bearer token required by every route but /health (default: $SD_BLENDER_TOKEN); "
         "required to listen on any address but loopback",
     )
+    _acceleration_arguments(parser.add_argument_group("acceleration (docs/performance.md)"))
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--max-queue", type=_positive(int), default=_DEFAULTS.max_queue,
@@ -161,6 +196,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         controlnets=controlnets_for(args.model, args.controlnet),
         device=args.device,
         dtype=args.dtype,
+        acceleration=AccelerationOptions(
+            fast_defaults=args.fast_defaults, channels_last=args.channels_last, fused_qkv=args.fused_qkv,
+            compile=args.compile, compile_mode=args.compile_mode, low_vram=args.low_vram,
+        ),
         cache_dir=args.cache_dir,
         models_dirs=tuple(args.models_dir),
         host=args.host,

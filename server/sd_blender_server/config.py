@@ -71,6 +71,21 @@ class RequestLimits:
         return 4 * self.max_pixels
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class AccelerationOptions:
+    """What the command line asks of acceleration.py; None leaves the choice to the device."""
+
+    fast_defaults: bool = True  # channels_last and fused QKV on CUDA
+    channels_last: bool | None = None
+    fused_qkv: bool | None = None
+    compile: bool = False  # torch.compile of the UNet, ControlNets and VAE decoder
+    compile_mode: str | None = None  # one of COMPILE_MODES; None: max-autotune-no-cudagraphs on CUDA, default elsewhere
+    low_vram: bool = False  # model CPU offload (CUDA), VAE tiling and slicing
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     model: str = DEFAULT_MODEL  # hub id, diffusers folder, .safetensors file or `tiny`
@@ -78,6 +93,7 @@ class ServerConfig:
     controlnets: Mapping[str, str] = field(default_factory=lambda: DEFAULT_CONTROLNETS)
     device: str = "auto"
     dtype: str = "auto"
+    acceleration: AccelerationOptions = AccelerationOptions()
     cache_dir: str | None = None  # where the tiny model is built; None: $XDG_CACHE_HOME/sd_blender
     models_dirs: tuple[str, ...] = ()
     host: str = "127.0.0.1"

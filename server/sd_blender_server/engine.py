@@ -44,7 +44,7 @@ class GenerationEngine:
         does not exist raises ModelLoadError."""
         self._catalog = Catalog.from_config(config)
         self._learning = threading.Lock()
-        self._runner = Runner(config.device, config.dtype, config.cache_dir, config.models_dirs)
+        self._runner = Runner(config.device, config.dtype, config.cache_dir, config.models_dirs, config.acceleration)
         self._file_hashes: dict[str, str] = {}
 
     @property
@@ -63,6 +63,11 @@ class GenerationEngine:
     @property
     def dtype(self) -> str:
         return str(self._runner.dtype).removeprefix("torch.")
+
+    @property
+    def acceleration(self) -> dict:
+        """What acceleration.py applies on this device (compile, low_vram, ...)."""
+        return self._runner.accelerator.report()
 
     def load(self, name: str | None = None) -> None:
         """Load a base model (None: the default); raises ModelLoadError with a one-line message."""

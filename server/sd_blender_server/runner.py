@@ -18,6 +18,9 @@ from diffusers import ControlNetModel, ControlNetUnionModel
 from PIL import Image
 
 from . import tiny
+from .acceleration import AccelerationSettings, Accelerator, default_dtype
+from .config import AccelerationOptions
+from .controlnet_window import skip_when_unscaled
 from .cross_frame import cross_frame_attention
 from .errors import JobCancelled, ModelLoadError
 from .model_sources import ModelSource, carried_tokenizers, load_model, single_file_config
@@ -32,6 +35,7 @@ from .pipelines import (
 from .previews import LivePreview, PreviewDecoders, preview_size, recorded_steps
 from .registry import Entry
 from .request import GenerationRequest
+from .schedulers import SCHEDULERS
 from .tiling import seamless
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return default_dtype(device)
     return DTYPES[dtype]
 
 
@@ -96,10 +100,20 @@ class RunPlan:
     loras: tuple[Entry, ...]  # for each of the request's LoRAs, in order
 
 
+def default_size(pipeline) -> tuple[int, int]:
+    """A base model's own image size (its UNet's sample size in pixels): 512 for SD 1.5, 1024 for SDXL."""
+    side = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    return side, side
+
+
 class Runner:
-    def __init__(self, device: str, dtype: str | torch.dtype, cache_dir: str | None, models_dirs: tuple[str, ...] = ()):
+    def __init__(
+        self, device: str, dtype: str | torch.dtype, cache_dir: str | None, models_dirs: tuple[str, ...] = (),
+        acceleration: AccelerationOptions = AccelerationOptions(),
+    ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.accelerator = Accelerator(AccelerationSettings.for_device(self.device, acceleration), self.device)
         self.previews = PreviewDecoders(models_dirs, self.device, self.dtype)
         self._cache_dir = cache_dir
         self._components: dict | None = None
@@ -128,14 +142,16 @@ class Runner:
             options.update(safety_checker=None, requires_safety_checker=False)
         pipeline = load_model(txt2img_class(source.family), source, self._cache_dir, torch_dtype=self.dtype, **options)
         try:
-            pipeline.to(self.device)
+            pipeline.to(self.accelerator.load_device())
         except Exception as error:
             raise ModelLoadError(f"cannot put model '{source.name}' on device {self.device}: {error}") from error
+        self.accelerator.prepare_base(pipeline.components)
         self._components = pipeline.components
         self._scheduler_config = pipeline.scheduler.config
         self._base = source
         self._publish(base_model=source.name, base_model_loads=self.loaded.base_model_loads + 1)
         log.info("loaded %s (%s) on %s as %s", source.name, source.location, self.device, self.dtype)
+        self.accelerator.warm_up(pipeline, *default_size(pipeline))
 
     def unload(self) -> None:
         """Drop the loaded base model (one is kept at a time) and give its memory back."""
@@ -161,7 +177,7 @@ class Runner:
             )
         model_class = ControlNetUnionModel if source.union else ControlNetModel
         model = load_model(model_class, source, self._cache_dir, torch_dtype=self.dtype, **options).to(self.device)
-        self._controlnets[key] = model
+        self._controlnets[key] = skip_when_unscaled(model)
         counts = dict(self.loaded.controlnet_loads)
         counts[key] = counts.get(key, 0) + 1
         self._publish(controlnets=frozenset(self._controlnets), controlnet_loads=MappingProxyType(counts))
@@ -214,6 +230,7 @@ class Runner:
                 torch.Generator("cpu").manual_seed(request.seed + index) for request in batch for index in range(count)
             ],
             "callback_on_step_end": step_end,
+            **SCHEDULERS[first.scheduler].call_options,
             **image_arguments(batch, inpaint),
         }
         skipped = 1 if anchored else 0  # the anchor's request
@@ -267,13 +284,17 @@ class Runner:
         scheduler and LoRAs, and its ControlNets: for run(), and for a denoising loop of the caller's
         own (synchronized.py). The LoRAs are unloaded after."""
         self.load(plan.base)
-        controlnets = [self.controlnet(key, source) for key, source in plan.controlnets]
+        controlnets = [self.accelerator.prepare_controlnet(self.controlnet(key, source)) for key, source in plan.controlnets]
         pipeline = build_pipeline(
             self._components, self._scheduler_config, self._base.family, controlnets, kind, request.scheduler
         )
         self._apply_loras(pipeline, request, plan.loras)
+        accelerated = self.accelerator.job(
+            pipeline, controlnets, request.width, request.height, loras=bool(plan.loras), tiling=request.tiling
+        )
         try:
-            yield pipeline, controlnets
+            with accelerated:
+                yield pipeline, controlnets
         finally:
             if plan.loras:
                 pipeline.unload_lora_weights()
