@@ -148,11 +148,13 @@ class PreviewDecoders:
 
 def clean_latent(scheduler, output, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
     """The predicted clean latent x0 of a scheduler step: the step's own `pred_original_sample`
-    where the scheduler gives it (Euler, DDIM, LMS, Heun...), else from the model's prediction and
-    alphas_cumprod (UniPC, DPM++, PLMS): x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)."""
-    predicted = getattr(output, "pred_original_sample", None)
-    if predicted is not None:
-        return predicted
+    where the scheduler gives it (Euler, DDIM, LMS, Heun...), or its `denoised` (LCM's x0, mixed
+    with the sample by its boundary condition), else from the model's prediction and alphas_cumprod
+    (UniPC, DPM++, PLMS, TCD): x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)."""
+    for name in ("pred_original_sample", "denoised"):
+        predicted = getattr(output, name, None)
+        if predicted is not None:
+            return predicted
     alpha = scheduler.alphas_cumprod[int(timestep)].to(sample.device, torch.float32)
     prediction = scheduler.config.prediction_type
     if prediction == "sample":

@@ -10,7 +10,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import EulerDiscreteScheduler, LCMScheduler
 from live_server import running_server
 from model_builders import tiny_taesd
 from PIL import Image
@@ -131,6 +131,22 @@ def test_every_scheduler_previews_each_step_but_the_last_and_its_image_is_unchan
     assert previews == [(step, total, (64, 64)) for step in range(1, total)]
     plain = engine.generate(GenerationRequest(**{**vars(request), "preview_every": 0}))
     assert result.images[0].tobytes() == plain.images[0].tobytes()
+
+
+def test_an_lcm_steps_clean_latent_is_its_denoised_sample():
+    """LCM's x0 mixes the model's prediction with the sample (its boundary condition): the step's
+    `denoised`, which at the last step is the result itself."""
+    scheduler = LCMScheduler(timestep_scaling=0.001)  # a boundary condition that shows at every step
+    scheduler.set_timesteps(4)
+    sample, noise = torch.randn(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with recorded_steps(scheduler) as latents:
+        for timestep in scheduler.timesteps:
+            output = scheduler.step(noise, timestep, sample, generator=torch.Generator().manual_seed(1))
+            torch.testing.assert_close(latents(), output.denoised, rtol=0, atol=0)
+            assert not torch.allclose(latents(), (sample - (1 - scheduler.alphas_cumprod[timestep]).sqrt() * noise)
+                                      / scheduler.alphas_cumprod[timestep].sqrt())
+            sample = output.prev_sample
+    torch.testing.assert_close(latents(), sample, rtol=0, atol=0)
 
 
 def test_the_step_wrapper_is_gone_after_its_block_even_when_the_job_fails():
