@@ -58,8 +58,10 @@ def addon_client(server):
             scheduler="euler_a", guess_mode=True, init_png=DEPTH, strength=0.5, model="tiny",
             controls=(ControlImage("depth", DEPTH, 0.5, 0.0, 0.8), ControlImage("tile", DEPTH, model="tiny")),
         ),
+        GenerationSettings(prompt="a cabin", seed=3, steps=4, guidance_scale=1.5, width=64, height=64, scheduler="lcm"),
+        GenerationSettings(prompt="a cabin", seed=3, steps=4, guidance_scale=1.5, width=64, height=64, scheduler="tcd"),
     ],
-    ids=["plain", "everything"],
+    ids=["plain", "everything", "lcm", "tcd"],
 )
 def test_what_the_addon_sends_follows_the_contract_and_the_server_runs_it(addon_client, settings):
     client, sent = addon_client

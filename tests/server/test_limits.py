@@ -250,7 +250,9 @@ def test_limits_report_what_this_server_enforces(busy):
             "views": {"max": 5},
             "frames": {"max": 8},
             "texture_size": {"min": 16, "max": 1024},
-            "schedulers": ["unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"],
+            "schedulers": [
+                "unipc", "euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun", "lcm", "tcd",
+            ],
             "max_queue": 3,
             "job_timeout_s": None,
             "max_body_mb": 64.0,
