@@ -36,7 +36,11 @@ def _positive(kind):
 
 def _max_batch(value: str) -> int | None:
     """--max-batch: `auto` (None) or a count of images."""
-    return None if value == "auto" else _positive(int)(value)
+    if value == "auto":
+        return None
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'auto', got '{value}'")
+    return _positive(int)(value)
 
 
 def _not_negative(value: str) -> float:
