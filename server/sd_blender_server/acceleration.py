@@ -5,11 +5,11 @@ Defaults (`--no-fast-defaults` turns them all off; `--channels-last`, `--fused-q
 `--no-` forms choose one each):
 - attention: diffusers gives every attention layer AttnProcessor2_0 (torch's
   scaled_dot_product_attention: flash or memory-efficient kernels where the device has them);
-  nothing in the server sets a slower one. load() checks it and /health reports it.
+  nothing in the server sets a slower one. prepare_base() checks it and /health reports it.
 - channels_last memory format of the UNet, ControlNets and VAE on CUDA (faster convolutions);
-  not on the CPU, where it is slower (docs/performance.md), nor on MPS (unmeasured).
+  not on the CPU, where no gain showed (docs/performance.md), nor on MPS (unmeasured).
 - fused QKV projections (one matrix product for the queries, keys and values of self-attention,
-  the keys and values of cross-attention) on CUDA; not on the CPU (no faster there), nor with
+  the keys and values of cross-attention) on CUDA; not on the CPU (no gain showed either), nor with
   low_vram (the fused weights are a copy). A job with LoRAs runs with the unfused processors:
   peft's layers wrap to_q/to_k/to_v, which a fused projection would skip.
 - dtype `auto`: float16 on CUDA and MPS, float32 on the CPU (default_dtype).

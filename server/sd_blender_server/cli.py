@@ -72,7 +72,7 @@ def _acceleration_arguments(group) -> None:
     group.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=None,
         help="channels_last memory format for the UNet, ControlNets and VAE (default: on cuda, off elsewhere: "
-        "slower on the CPU)",
+        "no gain measured on the CPU)",
     )
     group.add_argument(
         "--fused-qkv", action=argparse.BooleanOptionalAction, default=None,
