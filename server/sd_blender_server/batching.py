@@ -13,10 +13,9 @@ from .texture_request import TextureRequest
 
 if TYPE_CHECKING:
     from .catalog import Catalog
-    from .engine import EngineRequest
 
 
-def image_count(request: EngineRequest) -> int:
+def image_count(request: GenerationRequest | TextureRequest | FrameRequest) -> int:
     """The images a job makes, what counts against --max-batch: a texture job's views and a frame
     job's frames make one each."""
     if isinstance(request, TextureRequest):
