@@ -186,6 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-frames", type=_positive(int), default=_DEFAULTS.request.max_frames,
         help="most frames a frame job (POST /v1/frame-jobs) may have, its anchor not counted (default: %(default)s)",
     )
+    parser.add_argument(
+        "--png-compression", type=int, choices=range(10), default=_DEFAULTS.png_compression, metavar="0-9",
+        help="zlib level of the PNG images sent: 0 stores them, the fastest (about 3 ms for 512x512); 6 makes "
+        "photographic images about a third smaller for about 20 ms more on a small CPU, for a slow network "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument(
         "--print-openapi", action="store_true", help="print the OpenAPI schema (the API contract) and exit"
@@ -215,6 +221,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         result_ttl=args.result_ttl,
         max_body_mb=args.max_body_mb,
         max_batch=args.max_batch,
+        png_compression=args.png_compression,
         request=dataclasses.replace(
             RequestLimits(), max_pixels=args.max_pixels, max_views=args.max_views, max_frames=args.max_frames
         ),

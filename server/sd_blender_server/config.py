@@ -105,6 +105,7 @@ class ServerConfig:
     result_ttl: float = 3600.0  # seconds a finished job is kept
     max_body_mb: float = 64.0
     max_batch: int | None = None  # images one pipeline call may run for several queued jobs; None: auto
+    png_compression: int = 0  # zlib level of the PNGs sent; 0: stored, the fastest to write and read
     request: RequestLimits = RequestLimits()
 
     @property

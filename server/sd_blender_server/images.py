@@ -6,8 +6,11 @@ import binascii
 import hashlib
 import io
 import json
+import struct
+import zlib
 
-from PIL import Image, PngImagePlugin
+import numpy as np
+from PIL import Image
 
 from .schedulers import SCHEDULERS
 
@@ -128,18 +131,51 @@ def a1111_parameters(parameters: dict, seed: int) -> str:
     return "\n".join([*lines, ", ".join(fields)])
 
 
-def encode_png(image: Image.Image, parameters: dict, index: int) -> bytes:
+def encode_png(image: Image.Image, parameters: dict, index: int, compress_level: int) -> bytes:
     """Image `index` of a job as PNG, with `parameters` (A1111 text) and `sd_blender` (JSON) chunks."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", a1111_parameters(parameters, parameters["seeds"][index]))
-    info.add_text("sd_blender", json.dumps({**parameters, "image_index": index}))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+    texts = {
+        "parameters": a1111_parameters(parameters, parameters["seeds"][index]),
+        "sd_blender": json.dumps({**parameters, "image_index": index}),
+    }
+    return png_file(image, texts, compress_level)
 
 
-def encode_preview(image: Image.Image) -> bytes:
+def encode_preview(image: Image.Image, compress_level: int) -> bytes:
     """A live preview as PNG, as it is sent (no metadata: it is not a result)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_file(image, {}, compress_level)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}
+
+
+def png_file(image: Image.Image, texts: dict[str, str], compress_level: int) -> bytes:
+    """An 8-bit PNG of `image` with text chunks, its rows unfiltered and deflated at `compress_level`
+    (0: stored). Written here rather than by Pillow, whose adaptive row filters cost about 20 ms for
+    a 512x512 image on a small CPU even at level 0, where this takes about 3 ms."""
+    if image.mode not in _PNG_COLOR_TYPES:
+        image = image.convert("RGB")
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    rows = np.zeros((height, 1 + pixels[0].size), np.uint8)  # each row: filter type 0 (none), then its bytes
+    rows[:, 1:] = pixels.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[image.mode], 0, 0, 0)
+    return b"".join((
+        _PNG_SIGNATURE,
+        _png_chunk(b"IHDR", header),
+        *(_text_chunk(keyword, text) for keyword, text in texts.items()),
+        _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)),
+        _png_chunk(b"IEND", b""),
+    ))
+
+
+def _text_chunk(keyword: str, text: str) -> bytes:
+    """tEXt when the text is Latin-1 (what A1111 and most readers expect), else iTXt in UTF-8."""
+    try:
+        return _png_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))

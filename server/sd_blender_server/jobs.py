@@ -20,9 +20,10 @@ from .batching import image_count
 from .config import ServerConfig
 from .errors import EngineError, JobCancelled
 from .images import encode_png, encode_preview
+from .timings import JobClock, RequestClock
 
 if TYPE_CHECKING:
-    from .engine import EngineRequest, GenerationEngine
+    from .engine import EngineRequest, GenerationEngine, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Job:
     events: list[tuple[str, dict]] = field(default_factory=list)
     preview: Preview | None = None
     batch: dict | None = None  # once running: the jobs and images of the pipeline call it shares
+    clock: JobClock = field(default_factory=lambda: JobClock(RequestClock()))
 
     @property
     def finished(self) -> bool:
@@ -108,6 +110,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "batch": self.batch,
+            "timings": self.clock.milliseconds(),
         }
 
 
@@ -128,6 +131,7 @@ class JobQueue:
         self.max_queue = config.max_queue
         self.job_timeout = config.job_timeout
         self.max_batch = config.max_batch_on(engine.device)
+        self.png_compression = config.png_compression
         self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
@@ -167,10 +171,12 @@ class JobQueue:
                     estimate = min(estimate, job.deadline - now)
         return max(1, min(math.ceil(estimate), 3600))
 
-    def submit(self, request: EngineRequest) -> Job:
-        """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is."""
+    def submit(self, request: EngineRequest, received: RequestClock | None = None) -> Job:
+        """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is.
+        `received`: the clock of the HTTP request that brought it (its timings start there)."""
         request = request.with_seed()
         job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
+        job.clock = JobClock(received or RequestClock())
         job.total = request.steps
         with self._lock:
             if len(self._waiting) >= self.max_queue:
@@ -221,6 +227,7 @@ class JobQueue:
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.error = error
         job.finished_at = _now()
+        job.clock.finished = time.perf_counter()
         job.expires = time.monotonic() + self.result_ttl
         job.request = None  # the decoded input images are not needed any more
         self._set_state(job, state)
@@ -252,6 +259,7 @@ class JobQueue:
                 images = sum(image_count(job.request) for job in batch)
                 for job in batch:
                     job.started_at, job.started = started_at, started
+                    job.clock.started = time.perf_counter()
                     if self.job_timeout is not None:
                         job.deadline = started + self.job_timeout
                     job.batch = {"jobs": len(batch), "images": images}
@@ -310,7 +318,7 @@ class JobQueue:
                 job.events.append(("progress", {"step": step, "total": total}))
 
     def _on_preview(self, job: Job, step: int, total: int, image: Image.Image) -> None:
-        preview = Preview(step, total, image.width, image.height, encode_preview(image))
+        preview = Preview(step, total, image.width, image.height, encode_preview(image, self.png_compression))
         with self._lock:
             if job.finished:
                 return
@@ -332,10 +340,10 @@ class JobQueue:
             else:
                 requests = [job.request for job in batch]
                 results = self.engine.generate_batch(requests, on_step, should_cancel, on_previews)
-            images = [
-                [encode_png(image, result.parameters, index) for index, image in enumerate(result.images)]
-                for result in results
-            ]
+            generated = time.perf_counter()
+            for job in batch:
+                job.clock.generated = generated
+            images = [self._encoded(job, result) for job, result in zip(batch, results)]
         except JobCancelled:
             with self._lock:
                 for job in self._unfinished(batch):
@@ -354,6 +362,13 @@ class JobQueue:
                     job.images = pngs
                     job.parameters = result.parameters  # what ran, e.g. with the checkpoint's model hash
                     self._finish(job, "done")
+
+    def _encoded(self, job: Job, result: GenerationResult) -> list[bytes]:
+        """The result's PNGs with their metadata, their encoding time on the job's clock."""
+        start = time.perf_counter()
+        pngs = [encode_png(image, result.parameters, index, self.png_compression) for index, image in enumerate(result.images)]
+        job.clock.encoding = time.perf_counter() - start
+        return pngs
 
     def _fail(self, batch: list[Job], message: str) -> None:
         with self._lock:

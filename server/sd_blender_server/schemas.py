@@ -17,6 +17,7 @@ from .images import decode_base64_image, decode_base64_mask
 from .jobs import JOB_STATES
 from .request import TILING_AXES, ControlInput, GenerationRequest, LoraInput
 from .schedulers import SCHEDULER_NAMES
+from .timings import timed_decoding
 
 JobState = Literal[JOB_STATES]
 SchedulerName = Literal[SCHEDULER_NAMES]
@@ -48,7 +49,7 @@ def _base64_image(decode, limits: RequestLimits, description: str):
     """An image field decoded while the request is validated, so a bad image is a 422 naming its field."""
     return Annotated[
         Image.Image,
-        BeforeValidator(partial(decode, max_pixels=limits.max_input_pixels)),
+        BeforeValidator(partial(timed_decoding(decode), max_pixels=limits.max_input_pixels)),
         WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": description}),
     ]
 
@@ -258,6 +259,18 @@ class Batch(BaseModel):
     images: int = Field(description="their images in all (at most the server's --max-batch when jobs > 1)")
 
 
+class Timings(BaseModel):
+    """Where the job's time went, in milliseconds, measured by the server; null: not reached yet."""
+
+    parsing: float = Field(description="reading the request body and parsing its JSON")
+    validation: float = Field(description="checking the request: schema, names against the catalog, parameters")
+    decoding: float = Field(description="decoding its base64 input images (control, init and mask images)")
+    queued: float | None = Field(description="waiting in the queue")
+    generation: float | None = Field(description="the engine: loading what it needs, preparing images, the model")
+    encoding: float | None = Field(description="encoding its images as PNG with their generation metadata")
+    total: float | None = Field(description="from reading the body to the job's end, all of the above included")
+
+
 class JobStatus(BaseModel):
     id: str
     state: JobState
@@ -272,6 +285,7 @@ class JobStatus(BaseModel):
     batch: Batch | None = Field(
         description="once it runs: the pipeline call it shares with other queued jobs alike (batching); null while queued"
     )
+    timings: Timings
 
 
 class NumberRange(BaseModel):

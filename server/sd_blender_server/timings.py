@@ -1,0 +1,91 @@
+"""Where a job's time goes, measured by the server itself: a request's clock starts as its route
+begins to read the body, the job's clock adds when it was queued, ran, generated and encoded, and the
+job's status reports the parts in milliseconds (`timings`). No torch here."""
+from __future__ import annotations
+
+import contextvars
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass
+class RequestClock:
+    """One HTTP request's submission: when its route started reading the body, when the JSON was
+    parsed, and the seconds spent decoding its input images (inside validation)."""
+
+    received: float = field(default_factory=time.perf_counter)
+    parsed: float | None = None
+    decoding: float = 0.0
+
+
+_current_request: contextvars.ContextVar[RequestClock | None] = contextvars.ContextVar("request_clock", default=None)
+
+
+def start_request() -> RequestClock:
+    """A clock for the request this context (the route's task, and the threads it runs) handles."""
+    clock = RequestClock()
+    _current_request.set(clock)
+    return clock
+
+
+def current_request() -> RequestClock:
+    """The clock of the request being handled; a job submitted outside HTTP starts its own now."""
+    return _current_request.get() or RequestClock()
+
+
+def timed_decoding(decode: Callable[P, T]) -> Callable[P, T]:
+    """`decode` (with its signature, which pydantic reads), its time added to the current request's
+    decoding."""
+
+    @functools.wraps(decode)
+    def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = time.perf_counter()
+        try:
+            return decode(*args, **kwargs)
+        finally:
+            clock = _current_request.get()
+            if clock is not None:
+                clock.decoding += time.perf_counter() - start
+
+    return timed
+
+
+@dataclass
+class JobClock:
+    """A job's moments (time.perf_counter) past its request's, and its PNG encoding time."""
+
+    request: RequestClock
+    queued: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    generated: float | None = None
+    encoding: float | None = None
+    finished: float | None = None
+
+    def milliseconds(self) -> dict:
+        """The parts of the job's time so far, in milliseconds (null: not reached): reading and
+        parsing the body, validating it (schema, catalog, parameters; decoding apart), decoding its
+        images, waiting in the queue, generating (the engine: the model and what it does around it),
+        encoding the PNGs with their metadata, and the total from the body's first read to the end."""
+        request = self.request
+        parsed = request.parsed if request.parsed is not None else request.received
+        return {
+            "parsing": _ms(request.received, parsed),
+            "validation": _ms(parsed, self.queued, minus=request.decoding),
+            "decoding": round(request.decoding * 1000, 3),
+            "queued": _ms(self.queued, self.started),
+            "generation": _ms(self.started, self.generated),
+            "encoding": None if self.encoding is None else round(self.encoding * 1000, 3),
+            "total": _ms(request.received, self.finished),
+        }
+
+
+def _ms(start: float | None, end: float | None, minus: float = 0.0) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start - minus) * 1000, 3)
