@@ -353,7 +353,8 @@ def limits_json(config: ServerConfig, max_batch: int) -> dict:
 def _bearer_check(token: str | None):
     bearer = HTTPBearer(auto_error=False)
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        # async: a sync dependency would cost every request a hop to the thread pool
         if token is None:
             return
         given = credentials.credentials if credentials else ""

@@ -24,7 +24,8 @@ def decode_base64_image(value: object, max_pixels: int) -> Image.Image:
     """A base64 PNG or JPEG file (a `data:` URL prefix is allowed) as an RGB image. Its size is read
     from the file's header and checked against `max_pixels` before anything is decoded, so a small
     file that would decode to gigabytes (a decompression bomb) is refused at once."""
-    return _decoded(value, max_pixels).convert("RGB")
+    image = _decoded(value, max_pixels)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def decode_base64_mask(value: object, max_pixels: int) -> Image.Image:
