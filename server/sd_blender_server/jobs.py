@@ -74,6 +74,7 @@ class Job:
     id: str
     request: EngineRequest | None
     parameters: dict
+    clock: JobClock
     state: str = "queued"
     step: int = 0
     total: int = 0
@@ -91,7 +92,6 @@ class Job:
     events: list[tuple[str, dict]] = field(default_factory=list)
     preview: Preview | None = None
     batch: dict | None = None  # once running: the jobs and images of the pipeline call it shares
-    clock: JobClock = field(default_factory=lambda: JobClock(RequestClock()))
 
     @property
     def finished(self) -> bool:
@@ -175,8 +175,10 @@ class JobQueue:
         """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is.
         `received`: the clock of the HTTP request that brought it (its timings start there)."""
         request = request.with_seed()
-        job = Job(id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request))
-        job.clock = JobClock(received or RequestClock())
+        job = Job(
+            id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request),
+            clock=JobClock(received or RequestClock()),
+        )
         job.total = request.steps
         with self._lock:
             if len(self._waiting) >= self.max_queue:
@@ -255,11 +257,11 @@ class JobQueue:
                     self._drop_expired()
                     continue
                 batch = self._take_batch()
-                started_at, started = _now(), time.monotonic()
+                started_at, started, clock_started = _now(), time.monotonic(), time.perf_counter()
                 images = sum(image_count(job.request) for job in batch)
                 for job in batch:
                     job.started_at, job.started = started_at, started
-                    job.clock.started = time.perf_counter()
+                    job.clock.started = clock_started
                     if self.job_timeout is not None:
                         job.deadline = started + self.job_timeout
                     job.batch = {"jobs": len(batch), "images": images}
@@ -366,7 +368,9 @@ class JobQueue:
     def _encoded(self, job: Job, result: GenerationResult) -> list[bytes]:
         """The result's PNGs with their metadata, their encoding time on the job's clock."""
         start = time.perf_counter()
-        pngs = [encode_png(image, result.parameters, index, self.png_compression) for index, image in enumerate(result.images)]
+        pngs = [
+            encode_png(image, result.parameters, index, self.png_compression) for index, image in enumerate(result.images)
+        ]
         job.clock.encoding = time.perf_counter() - start
         return pngs
 
