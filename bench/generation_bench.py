@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "server"))
 
 from sd_blender_server import registry  # noqa: E402
-from sd_blender_server.cli import quiet_libraries  # noqa: E402
+from sd_blender_server.arguments import quiet_libraries  # noqa: E402
 from sd_blender_server.config import ServerConfig  # noqa: E402
 from sd_blender_server.engine import GenerationEngine  # noqa: E402
 from sd_blender_server.images import encode_png  # noqa: E402

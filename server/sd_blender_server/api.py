@@ -30,8 +30,8 @@ from .texture_schemas import SHARED_FIELDS, texture_request_model
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from .cluster_jobs import ClusterJobs
     from .engine import EngineRequest
-    from .runner import Loaded
 
 _KEEPALIVE_SECONDS = 15.0
 _POLL_SECONDS = 0.05
@@ -298,15 +298,16 @@ def _entry_json(entry: Entry, loaded: bool) -> dict:
     return item
 
 
-def models_json(catalog: Catalog, loaded: "Loaded") -> dict:
-    """GET /v1/models: every model of the catalog, and which are loaded."""
+def models_json(catalog: Catalog, base_models_loaded: frozenset[str], controlnets_loaded: frozenset) -> dict:
+    """GET /v1/models: every model of the catalog, and which are loaded (the base models by name, the
+    ControlNets by key: on any replica of a cluster)."""
     base_models = [
-        {**_entry_json(entry, loaded.base_model == entry.name), "default": index == 0}
+        {**_entry_json(entry, entry.name in base_models_loaded), "default": index == 0}
         for index, entry in enumerate(catalog.registry.of_kind("base"))
     ]
     controlnets = [
         {
-            **_entry_json(entry, key in loaded.controlnets),
+            **_entry_json(entry, key in controlnets_loaded),
             "type": entry.control_type,
             **({"types": list(UNION_CONTROL_MODES)} if entry.control_type == UNION else {}),
         }
@@ -323,8 +324,9 @@ def models_json(catalog: Catalog, loaded: "Loaded") -> dict:
     }
 
 
-def limits_json(config: ServerConfig, max_batch: int) -> dict:
-    """GET /v1/limits: what this server accepts, and the images its batches may hold."""
+def limits_json(config: ServerConfig, max_batch: int, parallel_jobs: int) -> dict:
+    """GET /v1/limits: what this server accepts, the images its batches may hold, and how many jobs
+    (or batches) it runs at once."""
     limits = config.request
     return {
         "max_pixels": limits.max_pixels,
@@ -347,6 +349,7 @@ def limits_json(config: ServerConfig, max_batch: int) -> dict:
         "job_timeout_s": config.job_timeout,
         "max_body_mb": config.max_body_mb,
         "batch": {"max": max_batch},
+        "parallel_jobs": parallel_jobs,
     }
 
 
@@ -364,8 +367,9 @@ def _bearer_check(token: str | None):
     return check
 
 
-def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
-    """The app around a started JobQueue; with `config.token`, every route but /health needs it.
+def create_app(config: ServerConfig, jobs: "JobQueue | ClusterJobs") -> FastAPI:
+    """The app around started jobs (this process's JobQueue, or a Ray Serve ingress's ClusterJobs);
+    with `config.token`, every route but /health needs it.
 
     No CORS middleware: browsers get no Access-Control-Allow-Origin header, so other web pages
     cannot read the answers.
@@ -392,31 +396,15 @@ def create_app(config: ServerConfig, jobs: JobQueue) -> FastAPI:
 
     @app.get("/health", operation_id="health")
     def health() -> dict:
-        catalog, loaded = engine.catalog, engine.loaded
-        return {
-            "status": "ok",
-            "device": engine.device,
-            "dtype": engine.dtype,
-            "acceleration": engine.acceleration,
-            "model": loaded.base_model or catalog.default_model.name,
-            "loaded": {
-                "base_model": loaded.base_model is not None,
-                "controlnets": [
-                    entry.control_type for key, entry in catalog.controlnet_entries() if key in loaded.controlnets
-                ],
-            },
-            "load_counts": {"base_model": loaded.base_model_loads, "controlnets": dict(loaded.controlnet_loads)},
-            "queue_length": jobs.queue_length,
-            "finished_jobs": jobs.finished_count,
-        }
+        return jobs.health()
 
     @router.get("/models", operation_id="listModels")
     def models() -> dict:
-        return models_json(engine.catalog, engine.loaded)
+        return models_json(engine.catalog, *jobs.loaded_models())
 
     @router.get("/limits", response_model=Limits, operation_id="getLimits")
     def limits() -> dict:
-        return limits_json(config, jobs.max_batch)
+        return limits_json(config, jobs.max_batch, jobs.parallel_jobs)
 
     @router.post(
         "/jobs", status_code=202, response_model=JobCreated, operation_id="submitJob", responses={**_SUBMITTED, **_QUEUE_FULL}

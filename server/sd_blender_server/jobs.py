@@ -114,15 +114,11 @@ class Job:
         }
 
 
-class JobQueue:
-    """FIFO jobs for one engine.
-
-    At most `config.max_queue` jobs wait (QueueFull past it); a running job is stopped after
-    `config.job_timeout` seconds (None: no limit). Finished jobs are kept `config.result_ttl`
-    seconds, at most the newest `config.keep_results` of them; older ones are dropped with their images.
-    The job taken runs with the waiting jobs whose engine.batch_key is its own, in queue order, up to
-    `max_batch` images in all (config.max_batch_on the engine's device).
-    """
+class JobTable:
+    """Jobs by id, for one process's routes: finished jobs are kept `config.result_ttl` seconds, at
+    most the newest `config.keep_results` of them (older ones are dropped with their images); at most
+    `config.max_queue` jobs wait (QueueFull past it). Subclasses run them: JobQueue on this process's
+    engine, cluster_jobs.ClusterJobs on Ray Serve replicas."""
 
     def __init__(self, engine: GenerationEngine, config: ServerConfig):
         self.engine = engine
@@ -130,24 +126,21 @@ class JobQueue:
         self.result_ttl = config.result_ttl
         self.max_queue = config.max_queue
         self.job_timeout = config.job_timeout
-        self.max_batch = config.max_batch_on(engine.device)
-        self.png_compression = config.png_compression
         self._job_seconds: float | None = None  # moving average of recent run times
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
-        self._waiting: deque[Job] = deque()  # queued jobs in order; a cancelled one leaves at once
         self._lock = threading.Lock()
-        self._job_waiting = threading.Condition(self._lock)
-        self._worker = threading.Thread(target=self._work, name="sd-blender-worker", daemon=True)
 
-    def start(self) -> None:
-        self._worker.start()
+    job_class = Job
 
     @property
     def queue_length(self) -> int:
-        """Jobs waiting to run (the running one not counted)."""
+        """Jobs waiting to run (running ones not counted)."""
         with self._lock:
-            return len(self._waiting)
+            return self._queued()
+
+    def _queued(self) -> int:
+        return sum(job.state == "queued" for job in self._jobs.values())
 
     @property
     def finished_count(self) -> int:
@@ -156,48 +149,57 @@ class JobQueue:
             self._drop_expired()
             return len(self._finished_order)
 
-    def _retry_after(self) -> int:
-        """Seconds until a place in the queue is likely to free: the running job's time left."""
-        now = time.monotonic()
-        estimate = self._job_seconds or _DEFAULT_JOB_SECONDS
-        for job in self._jobs.values():
-            if job.state == "running" and job.started is not None:
-                elapsed = now - job.started
-                if job.step > 0 and job.total > job.step:
-                    estimate = elapsed * (job.total - job.step) / job.step
-                else:
-                    estimate = max(estimate - elapsed, 1.0)
-                if job.deadline is not None:
-                    estimate = min(estimate, job.deadline - now)
-        return max(1, min(math.ceil(estimate), 3600))
-
-    def submit(self, request: EngineRequest, received: RequestClock | None = None) -> Job:
-        """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is.
-        `received`: the clock of the HTTP request that brought it (its timings start there)."""
+    def _new_job(self, request: EngineRequest, received: RequestClock | None, job_id: str | None = None) -> Job:
+        """A job for `request` (its seed chosen), queued once _add admits it."""
         request = request.with_seed()
-        job = Job(
-            id=secrets.token_hex(16), request=request, parameters=self.engine.parameters(request),
+        job = self.job_class(
+            id=job_id or secrets.token_hex(16), request=request, parameters=self.engine.parameters(request),
             clock=JobClock(received or RequestClock()),
         )
         job.total = request.steps
-        with self._lock:
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(
-                    f"the queue is full ({self.max_queue} jobs waiting, the server's --max-queue); try again later",
-                    self._retry_after(),
-                )
-            self._jobs[job.id] = job
-            self._set_state(job, "queued")
-            self._waiting.append(job)
-            self._job_waiting.notify()
         return job
+
+    def _add(self, job: Job, waiting: int) -> None:
+        """Admit a new job behind `waiting` others (with the lock held); QueueFull when they are too many."""
+        if waiting >= self.max_queue:
+            raise QueueFull(
+                f"the queue is full ({self.max_queue} jobs waiting, the server's --max-queue); try again later",
+                self._retry_after(),
+            )
+        self._jobs[job.id] = job
+        self._set_state(job, "queued")
+
+    def _retry_after(self) -> int:
+        """Seconds until a place in the queue is likely to free: the soonest end of a running job."""
+        now = time.monotonic()
+        estimates = [self._time_left(job, now) for job in self._jobs.values() if job.state == "running"]
+        estimate = min(estimates, default=self._job_seconds or _DEFAULT_JOB_SECONDS)
+        return max(1, min(math.ceil(estimate), 3600))
+
+    def _time_left(self, job: Job, now: float) -> float:
+        elapsed = now - (job.started or now)
+        if job.step > 0 and job.total > job.step:
+            estimate = elapsed * (job.total - job.step) / job.step
+        else:
+            estimate = max((self._job_seconds or _DEFAULT_JOB_SECONDS) - elapsed, 1.0)
+        if job.deadline is not None:
+            estimate = min(estimate, job.deadline - now)
+        return estimate
+
+    def _record_run_time(self, seconds: float) -> None:
+        with self._lock:
+            self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            self._drop_expired()
-            if job_id not in self._jobs:
-                raise UnknownJob(job_id)
-            return self._jobs[job_id]
+            return self._job(job_id)
+
+    def _job(self, job_id: str) -> Job:
+        """The job (with the lock held); UnknownJob if there is none, or no more."""
+        self._drop_expired()
+        if job_id not in self._jobs:
+            raise UnknownJob(job_id)
+        return self._jobs[job_id]
 
     def unknown_message(self, job_id: str) -> str:
         return (
@@ -210,17 +212,13 @@ class JobQueue:
         with self._lock:
             return job.status()
 
-    def cancel(self, job_id: str) -> dict:
-        """A queued job is cancelled now, a running one at its next step."""
-        job = self.get(job_id)
-        with self._lock:
-            if job.finished:
-                raise JobFinished(f"job {job_id} already finished ({job.state})")
-            job.cancel_requested = True
-            if job.state == "queued":
-                self._waiting.remove(job)
-                self._finish(job, "cancelled")
-            return job.status()
+    def _cancellable(self, job_id: str) -> Job:
+        """The job, marked to stop (with the lock held); JobFinished if it has ended."""
+        job = self._job(job_id)
+        if job.finished:
+            raise JobFinished(f"job {job_id} already finished ({job.state})")
+        job.cancel_requested = True
+        return job
 
     def _set_state(self, job: Job, state: str) -> None:
         job.state = state
@@ -249,6 +247,76 @@ class JobQueue:
             if job is not None:
                 self._jobs.pop(job.id, None)
 
+
+class JobQueue(JobTable):
+    """FIFO jobs for one engine, run by one worker thread.
+
+    A running job is stopped after `config.job_timeout` seconds (None: no limit). The job taken runs
+    with the waiting jobs whose engine.batch_key is its own, in queue order, up to `max_batch` images
+    in all (config.max_batch_on the engine's device).
+    """
+
+    parallel_jobs = 1  # one worker: one job (or batch) at a time
+
+    def __init__(self, engine: GenerationEngine, config: ServerConfig):
+        super().__init__(engine, config)
+        self.max_batch = config.max_batch_on(engine.device)
+        self.png_compression = config.png_compression
+        self.jobs_ran = 0
+        self._waiting: deque[Job] = deque()  # queued jobs in order; a cancelled one leaves at once
+        self._job_waiting = threading.Condition(self._lock)
+        self._worker = threading.Thread(target=self._work, name="sd-blender-worker", daemon=True)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def loaded_models(self) -> tuple[frozenset[str], frozenset]:
+        """The base models and the ControlNets' keys on the device."""
+        loaded = self.engine.loaded
+        return frozenset([loaded.base_model] if loaded.base_model else []), loaded.controlnets
+
+    def health(self) -> dict:
+        """GET /health: the device, what is loaded (and how often it was), the jobs waiting and kept."""
+        engine = self.engine
+        catalog, loaded = engine.catalog, engine.loaded
+        return {
+            "status": "ok",
+            "device": engine.device,
+            "dtype": engine.dtype,
+            "acceleration": engine.acceleration,
+            "model": loaded.base_model or catalog.default_model.name,
+            "loaded": {
+                "base_model": loaded.base_model is not None,
+                "controlnets": [
+                    entry.control_type for key, entry in catalog.controlnet_entries() if key in loaded.controlnets
+                ],
+            },
+            "load_counts": {"base_model": loaded.base_model_loads, "controlnets": dict(loaded.controlnet_loads)},
+            "queue_length": self.queue_length,
+            "finished_jobs": self.finished_count,
+            "jobs_ran": self.jobs_ran,
+        }
+
+    def submit(self, request: EngineRequest, received: RequestClock | None = None, job_id: str | None = None) -> Job:
+        """Queue an ordinary job, a synchronized texture job or a frame job; QueueFull when the queue is.
+        `received`: the clock of the HTTP request that brought it (its timings start there); `job_id`:
+        the id it is known by (a new one unless given)."""
+        job = self._new_job(request, received, job_id)
+        with self._lock:
+            self._add(job, len(self._waiting))
+            self._waiting.append(job)
+            self._job_waiting.notify()
+        return job
+
+    def cancel(self, job_id: str) -> dict:
+        """A queued job is cancelled now, a running one at its next step."""
+        with self._lock:
+            job = self._cancellable(job_id)
+            if job.state == "queued":
+                self._waiting.remove(job)
+                self._finish(job, "cancelled")
+            return job.status()
+
     def _work(self) -> None:
         expiry_check_seconds = min(max(self.result_ttl, 1.0), 60.0)
         while True:
@@ -259,6 +327,7 @@ class JobQueue:
                 batch = self._take_batch()
                 started_at, started, clock_started = _now(), time.monotonic(), time.perf_counter()
                 images = sum(image_count(job.request) for job in batch)
+                self.jobs_ran += len(batch)
                 for job in batch:
                     job.started_at, job.started = started_at, started
                     job.clock.started = clock_started
@@ -267,9 +336,7 @@ class JobQueue:
                     job.batch = {"jobs": len(batch), "images": images}
                     self._set_state(job, "running")
             self._run(batch)
-            with self._lock:
-                seconds = time.monotonic() - started
-                self._job_seconds = seconds if self._job_seconds is None else 0.7 * self._job_seconds + 0.3 * seconds
+            self._record_run_time(time.monotonic() - started)
 
     def _take_batch(self) -> list[Job]:
         """The first waiting job, and the waiting jobs after it that can share its pipeline call, while

@@ -333,3 +333,7 @@ class Limits(BaseModel):
     batch: AtMost = Field(
         description="the most images one pipeline call runs for queued jobs that can share it; 1: no batching (--max-batch)"
     )
+    parallel_jobs: int = Field(
+        description="jobs (or batches) run at the same time: 1 for one process, the replicas under Ray Serve (--replicas); "
+        "a client with many independent jobs (a shot's frames) keeps this many in flight"
+    )

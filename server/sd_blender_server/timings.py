@@ -23,6 +23,19 @@ class RequestClock:
     parsed: float | None = None
     decoding: float = 0.0
 
+    def ages(self) -> tuple[float, float | None, float]:
+        """Seconds since it was received and parsed, and the decoding time: what another process
+        (a Ray Serve replica, whose perf_counter is its own) rebuilds the clock from (aged)."""
+        now = time.perf_counter()
+        return now - self.received, None if self.parsed is None else now - self.parsed, self.decoding
+
+    @classmethod
+    def aged(cls, ages: tuple[float, float | None, float]) -> RequestClock:
+        """The clock of a request received `ages` ago (RequestClock.ages, read in another process)."""
+        now = time.perf_counter()
+        received, parsed, decoding = ages
+        return cls(now - received, None if parsed is None else now - parsed, decoding)
+
 
 _current_request: contextvars.ContextVar[RequestClock | None] = contextvars.ContextVar("request_clock", default=None)
 

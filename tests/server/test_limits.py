@@ -257,6 +257,7 @@ def test_limits_report_what_this_server_enforces(busy):
             "job_timeout_s": None,
             "max_body_mb": 64.0,
             "batch": {"max": 1},
+            "parallel_jobs": 1,
         }
         # The schema it serves shows them too.
         schemas = client.get("/openapi.json").json()["components"]["schemas"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sd_blender_server.cli import parse_args, server_config
+from sd_blender_server.arguments import parse_args, server_config
 from sd_blender_server.images import png_file
 
 RANDOM = np.random.default_rng(5)
