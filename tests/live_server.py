@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_SECONDS = 120
+STOP_TIMEOUT_SECONDS = 30
 
 
 def server_command() -> list[str]:
@@ -59,6 +61,13 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{server.log()}")
 
 
+def ray_server_options(replicas: int) -> tuple[tuple[str, ...], dict]:
+    """The flags and environment of a server on a local Ray instance of its own: its files in a
+    new temporary folder (a short path: Ray's sockets live there), no token file in the home folder."""
+    ray_folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    return ("--ray", "--replicas", str(replicas)), {"RAY_TMPDIR": ray_folder, "RAY_AUTH_MODE": "disabled"}
+
+
 @contextlib.contextmanager
 def running_server(
     *extra_args: str, cache_dir: str | os.PathLike | None = None, env: dict | None = None, port: int | None = None,
@@ -73,17 +82,26 @@ def running_server(
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     with open(log_path, "wb") as log_file:
+        # Its own process group: what it started (Ray's processes, with --ray) is stopped with it.
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_for_health(server, start_timeout)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM (the server stops what it started), then SIGKILL for whatever of its group is left."""
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -36,15 +36,16 @@ OpenStream = Callable[[str, "EngineRequest", tuple, str], AsyncIterator[dict]]
 
 @dataclass
 class RemoteJob(Job):
-    """The ingress's copy of a job running on a replica: its status as the replica reports it."""
+    """The ingress's copy of a job running on a replica: its status as the replica reports it, the
+    timings the replica measured (queue, generation, encoding) over the ingress's own."""
 
     replica: str | None = None
     remote_timings: dict | None = None
 
     def status(self) -> dict:
         status = super().status()
-        if self.remote_timings is not None:
-            status["timings"] = self.remote_timings
+        remote = {part: ms for part, ms in (self.remote_timings or {}).items() if ms is not None}
+        status["timings"] = {**status["timings"], **remote}
         return status
 
 

@@ -1,4 +1,5 @@
-"""A live server (uvicorn subprocess, tiny model) shared by the whole session."""
+"""A live server (tiny model) shared by the whole session: one process (uvicorn), and the same
+served by Ray Serve with two replicas; the tests that take `client` run against both."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_server import running_server  # noqa: E402
+from live_server import ray_server_options, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +18,12 @@ def tiny_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(scope="session")
-def server(tiny_cache):
-    """On the CPU (a test asserts it), whatever devices the machine has."""
-    with running_server("--device", "cpu", cache_dir=tiny_cache) as live:
+@pytest.fixture(scope="session", params=["process", "ray"])
+def server(request, tiny_cache):
+    """On the CPU (a test asserts it), whatever devices the machine has; in one process, or on a
+    local Ray instance (`--ray --replicas 2`)."""
+    options, env = ray_server_options(replicas=2) if request.param == "ray" else ((), None)
+    with running_server("--device", "cpu", *options, cache_dir=tiny_cache, env=env) as live:
         yield live
 
 

@@ -69,6 +69,15 @@ def fill_queue(client: httpx.Client) -> tuple[list[str], httpx.Response]:
         ids.append(response.json()["id"])
 
 
+def occupy_workers(client: httpx.Client) -> list[str]:
+    """A long job seen running on each of the server's workers (its `parallel_jobs`: the replicas of
+    a server on Ray Serve), so that the next job waits in the queue. Returns their ids."""
+    ids = [submit(client, **LONG_JOB) for _ in range(client.get("/v1/limits").json()["parallel_jobs"])]
+    for job_id in ids:
+        wait_running(client, job_id)
+    return ids
+
+
 def started_count(client: httpx.Client, ids: list[str]) -> int:
     """How many of these jobs have left the queue (running, finished, or finished and dropped)."""
     return sum(_state(client, job_id) != "queued" for job_id in ids)
@@ -115,3 +124,8 @@ def field_error(response: httpx.Response, field: str) -> str:
     messages = [item["msg"] for item in response.json()["detail"]]
     assert any(message.startswith(f"{field}: ") for message in messages), messages
     return next(message for message in messages if message.startswith(f"{field}: "))
+
+
+def replica_healths(health: dict) -> list[dict]:
+    """The health of each engine: the replicas of a server on Ray Serve, or the one process."""
+    return health.get("replicas", [health])
