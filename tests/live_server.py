@@ -76,11 +76,22 @@ def running_server(
     """A server on 127.0.0.1 (a free port unless given) with `--model MODEL` (None: the server's
     default), its output in log_path (a temporary file unless given); stopped (then killed) on exit."""
     port = port or free_port()
-    log_path = log_path or Path(tempfile.mkdtemp(prefix="sd_blender_server_log_")) / "server.log"
     command = [*server_command(), *(["--model", model] if model else []), "--host", "127.0.0.1", "--port", str(port),
                *extra_args]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
+    with serving(command, port, env, log_path, start_timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(
+    command: list[str], port: int, env: dict | None = None, log_path: Path | None = None,
+    start_timeout: float = START_TIMEOUT_SECONDS,
+):
+    """`command`, a server answering on 127.0.0.1:port once healthy, its output in log_path (a
+    temporary file unless given); stopped (then killed) on exit."""
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="sd_blender_server_log_")) / "server.log"
     with open(log_path, "wb") as log_file:
         # Its own process group: what it started (Ray's processes, with --ray) is stopped with it.
         process = subprocess.Popen(

@@ -46,6 +46,7 @@ class RemoteJob(Job):
         status = super().status()
         remote = {part: ms for part, ms in (self.remote_timings or {}).items() if ms is not None}
         status["timings"] = {**status["timings"], **remote}
+        status["replica"] = self.replica
         return status
 
 

@@ -286,6 +286,9 @@ class JobStatus(BaseModel):
         description="once it runs: the pipeline call it shares with other queued jobs alike (batching); null while queued"
     )
     timings: Timings
+    replica: str | None = Field(
+        None, description="the Ray Serve replica the job was sent to (as /health lists them); null for one process"
+    )
 
 
 class NumberRange(BaseModel):

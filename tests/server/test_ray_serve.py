@@ -1,0 +1,114 @@
+"""The server on Ray Serve with two replicas (a local Ray instance, the tiny model on the CPU): jobs
+spread over the replicas, a second base model loaded by one replica only, and a replica killed in
+the middle of a job. (The API tests run on Ray Serve too: conftest.py's `server`.)"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import free_port, ray_server_options, running_server, serving
+from model_builders import TINY_METADATA, save_ldm_single_file
+from server_helpers import LONG_JOB, run_job, submit, wait_finished, wait_running
+from waiting import wait_for
+
+from sd_blender_server.tiny import ensure_tiny_model
+
+SMALL_JOB = {"prompt": "a house", "width": 64, "height": 64, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_cache, tmp_path_factory):
+    """A client of a two-replica server whose models folder has a second base model, `tiny-copy`."""
+    checkpoints = tmp_path_factory.mktemp("ray_models") / "checkpoints"
+    checkpoints.mkdir()
+    save_ldm_single_file(ensure_tiny_model(tiny_cache) / "pipeline", checkpoints / "tiny-copy.safetensors", TINY_METADATA)
+    options, env = ray_server_options(replicas=2)
+    with running_server(
+        "--device", "cpu", *options, "--models-dir", str(checkpoints.parent), cache_dir=tiny_cache, env=env
+    ) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client
+
+
+def live_replicas(client: httpx.Client) -> list[dict]:
+    return [replica for replica in client.get("/health").json()["replicas"] if replica["alive"]]
+
+
+def test_both_replicas_report_and_the_limits_say_two_jobs_run_at_once(cluster):
+    replicas = live_replicas(cluster)
+    assert len(replicas) == 2 and len({replica["pid"] for replica in replicas}) == 2
+    assert all(replica["model"] == "tiny" and replica["load_counts"]["base_model"] == 1 for replica in replicas)
+    assert cluster.get("/v1/limits").json()["parallel_jobs"] == 2
+
+
+def test_twenty_jobs_are_spread_over_both_replicas(cluster):
+    before = {replica["replica"]: replica["jobs_ran"] for replica in live_replicas(cluster)}
+    ids = [submit(cluster, **SMALL_JOB) for _ in range(20)]
+    assert {wait_finished(cluster, job_id)["state"] for job_id in ids} == {"done"}
+    ran = {replica["replica"]: replica["jobs_ran"] - before[replica["replica"]] for replica in live_replicas(cluster)}
+    assert sum(ran.values()) == 20
+    assert all(count > 0 for count in ran.values()), ran
+
+
+def test_a_second_base_model_is_loaded_by_one_replica_only(cluster):
+    ran_on = {run_job(cluster, **SMALL_JOB, model="tiny-copy")["replica"] for _ in range(3)}
+    assert len(ran_on) == 1, "Serve's model multiplexing sends the model's jobs to the replica that has it"
+    by_id = {replica["replica"]: replica for replica in live_replicas(cluster)}
+    holder = by_id.pop(ran_on.pop())
+    (other,) = by_id.values()
+    assert holder["model"] == "tiny-copy" and holder["load_counts"]["base_model"] == 2  # tiny at start, then the copy
+    assert other["load_counts"]["base_model"] == 1  # tiny, never the copy
+    assert {model["name"]: model["loaded"] for model in cluster.get("/v1/models").json()["base_models"]} == {
+        "tiny": True, "tiny-copy": True
+    }
+
+
+def test_a_replica_killed_mid_job_fails_that_job_only(cluster):
+    victim = submit(cluster, **LONG_JOB)
+    wait_running(cluster, victim)
+    wait_for(lambda: cluster.get(f"/v1/jobs/{victim}").json()["progress"]["step"] > 0, "the long job stepping")
+    replica = cluster.get(f"/v1/jobs/{victim}").json()["replica"]
+    others = [submit(cluster, **SMALL_JOB) for _ in range(4)]
+    (pid,) = [entry["pid"] for entry in live_replicas(cluster) if entry["replica"] == replica]
+    os.kill(pid, signal.SIGKILL)
+
+    failed = wait_finished(cluster, victim)
+    assert failed["state"] == "failed"
+    assert f"replica {replica} stopped" in failed["error"] and "submit the job again" in failed["error"]
+    later = [submit(cluster, **SMALL_JOB) for _ in range(2)]
+    assert [wait_finished(cluster, job_id, timeout=180)["state"] for job_id in others + later] == ["done"] * 6
+    health = cluster.get("/health")
+    assert health.status_code == 200
+    assert [entry["alive"] for entry in health.json()["replicas"] if entry["replica"] == replica] == [False]
+
+
+def test_ray_serves_tools_run_it_from_a_config_file(tiny_cache, tmp_path):
+    """`serve run` with a Serve config file naming sd_blender_server.ray_app:app_builder and the flags."""
+    port = free_port()
+    application = {
+        "name": "sd_blender", "route_prefix": "/", "import_path": "sd_blender_server.ray_app:app_builder",
+        "args": {"args": f"--model tiny --device cpu --replicas 1 --cache-dir {tiny_cache}"},
+    }
+    config = tmp_path / "serve.json"  # YAML, which JSON is
+    config.write_text(json.dumps({"http_options": {"host": "127.0.0.1", "port": port}, "applications": [application]}))
+    _, env = ray_server_options(replicas=1)
+    serve = Path(sys.executable).with_name("serve")
+    with serving([str(serve), "run", str(config)], port, env=env) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            assert [replica["alive"] for replica in client.get("/health").json()["replicas"]] == [True]
+            assert run_job(client, **SMALL_JOB)["state"] == "done"
+
+
+def test_the_single_process_server_does_not_import_ray():
+    code = (
+        "import sys\n"
+        "from sd_blender_server.cli import main\n"
+        "assert main(['--model', 'tiny', '--print-openapi']) == 0\n"
+        "assert not [name for name in sys.modules if name.split('.')[0] == 'ray'], 'ray imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
