@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     config = server_config(args)
+    quiet_libraries(debug=args.log_level == "debug")
     if (args.ray or args.ray_address) and not args.print_openapi:
         return _serve_on_ray(args, config)
 
@@ -37,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import ModelLoadError
     from .jobs import JobQueue
 
-    quiet_libraries(debug=args.log_level == "debug")
     try:
         engine = GenerationEngine(config)
         if not args.print_openapi:

@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import signal
+import sys
 import threading
 
 import ray
@@ -28,6 +29,7 @@ from .arguments import parse_args, quiet_libraries, server_config
 from .cluster_jobs import ClusterJobs, replica_update
 from .config import ServerConfig
 from .engine import GenerationEngine
+from .errors import ModelLoadError
 from .jobs import JobQueue
 from .timings import RequestClock
 
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 APP_NAME = "sd_blender"
 _INGRESS = "Ingress"
 _POLL_SECONDS = 0.02  # how often a replica looks for news of a job it streams
+# What the command line sets for the libraries (--offline, quiet logs), set for every replica too,
+# on whichever machine it runs.
+_CARRIED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_VERBOSITY")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -143,15 +148,28 @@ def app_builder(args: dict):
 
 def serve_cluster(options, config: ServerConfig) -> int:
     """`sd-blender-server --ray` / `--ray-address`: start (or join) Ray, run the application, and
-    serve until SIGINT or SIGTERM."""
-    ray.init(address=options.ray_address, include_dashboard=False, logging_level=options.log_level.upper())
+    serve until SIGINT or SIGTERM. 2 when the models named cannot be found or loaded."""
+    try:
+        GenerationEngine(config)  # names and folders checked here, before any replica starts
+    except ModelLoadError as error:
+        print(f"sd-blender-server: {error}", file=sys.stderr)
+        return 2
+    carried = {name: os.environ[name] for name in _CARRIED_ENVIRONMENT if name in os.environ}
+    ray.init(
+        address=options.ray_address, include_dashboard=False, logging_level=options.log_level.upper(),
+        runtime_env={"env_vars": carried},
+    )
     stop = threading.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: stop.set())
     try:
         replicas, gpus = _replicas_and_gpus(options.replicas)
         serve.start(http_options={"host": config.host, "port": config.port})
-        serve.run(build_app(config, replicas, gpus), name=APP_NAME, route_prefix="/")
+        try:
+            serve.run(build_app(config, replicas, gpus), name=APP_NAME, route_prefix="/")
+        except RuntimeError as error:  # a replica could not start: Serve's message has the replica's error
+            print(f"sd-blender-server: the Ray Serve application did not start: {error}", file=sys.stderr)
+            return 2
         where = f"Ray Serve, {replicas} replica{'s' * (replicas > 1)}" + (f", {gpus:g} GPU each" if gpus else " on CPUs")
         print(f"sd_blender server ready on http://{config.host}:{config.port} ({where})", flush=True)
         stop.wait()

@@ -112,3 +112,13 @@ def test_the_single_process_server_does_not_import_ray():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_models_folder_stops_the_ray_server_before_ray_starts(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    result = subprocess.run(
+        [sys.executable, "-m", "sd_blender_server", "--ray", "--model", "tiny", "--models-dir", str(missing)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert str(missing) in result.stderr and "Started a local Ray instance" not in result.stderr
