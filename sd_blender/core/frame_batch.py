@@ -11,7 +11,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-# After Ctrl-C (SIGINT) the command line cancels its job on the server and exits; one that has
+# After Ctrl-C (SIGINT) the command line cancels its jobs on the server and exits; one that has
 # not exited after this long is terminated.
 CANCEL_GRACE_SECONDS = 15.0
 
@@ -65,7 +65,7 @@ class FrameBatch:
         return self
 
     def cancel(self):
-        """Stop after cancelling the frame in progress on the server (as Ctrl-C does)."""
+        """Stop after cancelling the frames in progress on the server (as Ctrl-C does)."""
         with self._lock:
             self._cancel_requested = True
         if self._process.poll() is None:

@@ -33,6 +33,15 @@ def uses_warp(mode):
     return mode in ("warp", "full")
 
 
+def jobs_at_once(mode, limits):
+    """How many of a shot's jobs go to the server at once: as many as it runs side by side (its
+    limits' parallel_jobs, 1 when it does not say), but one at a time when each frame starts from the
+    frame before it."""
+    if uses_warp(mode) or not limits:
+        return 1
+    return limits.get("parallel_jobs") or 1
+
+
 def anchor_frame(frame, first, every=0):
     """The anchor of `frame`: the first frame of the shot, or with every=K the keyframe (first,
     first + K, ...) at or before it."""

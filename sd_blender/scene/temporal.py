@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..core import temporal
 from ..core.files import clear_leftovers, write_whole
 from ..core.frames_report import report_from_files, report_summary, write_frames_report
+from ..core.in_flight import JobsInFlight
 from ..core.job import DONE, GenerationJob
 from ..core.png import png_base64, read_png
 from ..core.warp import match_colour_statistics, read_motion
@@ -66,31 +67,45 @@ class FramesRun:
         return frame_paths(self.scene, [frame], self.out)[0]
 
     def run(self, frames_to_make, say):
-        """Generate frames_to_make (in order) in the options' mode; raises FramesStopped."""
+        """Generate frames_to_make (in order) in the options' mode, as many of their jobs at once as
+        the server runs (temporal.jobs_at_once); raises FramesStopped, every job in flight cancelled."""
         os.makedirs(self.passes, exist_ok=True)
         for name in clear_leftovers(self.passes):
             say(f"removed passes/{name}, left half-written when an earlier run stopped")
-        mode = self.options.mode
-        if temporal.uses_anchor(mode) and not temporal.uses_warp(mode):
-            size = self._chunk_size()
-            jobs = temporal.chunks(frames_to_make, self.frames.start, self.options.anchor_every, size)
-        else:
-            jobs = [[frame] for frame in frames_to_make]
-        for frames in jobs:
-            say(f"frames {frames[0]}-{frames[-1]}:" if len(frames) > 1 else f"frame {frames[0]}:")
-            try:
-                self._make(frames)
-            except OSError as error:
-                raise FramesStopped(frames[0], f"frame {frames[0]}: could not write its passes: {error}") from None
-            say(*(self.path(frame) for frame in frames))
+        in_flight = JobsInFlight(temporal.jobs_at_once(self.options.mode, self.limits),
+                                 lambda job, frames: self._finish(job, frames, say))
+        try:
+            for frames in self._jobs(frames_to_make):
+                in_flight.make_room()
+                say(f"frames {frames[0]}-{frames[-1]}:" if len(frames) > 1 else f"frame {frames[0]}:")
+                in_flight.add(self._started(frames), frames)
+            in_flight.finish_all()
+        finally:
+            in_flight.cancel_all()
+
+    def _jobs(self, frames_to_make):
+        """The frames of each job: chunks in the anchor mode, else one frame a job."""
+        if temporal.uses_anchor(self.options.mode) and not temporal.uses_warp(self.options.mode):
+            return temporal.chunks(frames_to_make, self.frames.start, self.options.anchor_every, self._chunk_size())
+        return [[frame] for frame in frames_to_make]
+
+    def _started(self, frames):
+        try:
+            return self._make(frames)
+        except OSError as error:
+            raise FramesStopped(frames[0], f"frame {frames[0]}: could not write its passes: {error}") from None
+
+    def _finish(self, job, frames, say):
+        self._wait(job, frames[0])
+        say(*(self.path(frame) for frame in frames))
 
     def _make(self, frames):
+        """The job making `frames`, started (the jobs it starts from done)."""
         if temporal.uses_warp(self.options.mode):
-            self._warped_frame(frames[0])
-        elif temporal.uses_anchor(self.options.mode):
-            self._anchored_chunk(frames)
-        else:
-            self._generate(frames[0], [self.path(frames[0])], self.body(frames[0]))
+            return self._warped_frame(frames[0])
+        if temporal.uses_anchor(self.options.mode):
+            return self._anchored_chunk(frames)
+        return self._start(frames[0], [self.path(frames[0])], self.body(frames[0]))
 
     def body(self, frame):
         """The POST /v1/jobs body of a frame, its passes rendered; its pass files written."""
@@ -125,25 +140,25 @@ class FramesRun:
         anchor = temporal.anchor_frame(chunk[0], self.frames.start, self.options.anchor_every)
         bodies = [self.body(frame) for frame in chunk]
         job_body = temporal.frame_job_body(bodies, self.anchor_body(anchor))
-        self._generate(chunk[0], [self.path(frame) for frame in chunk], job_body, "/v1/frame-jobs")
+        return self._start(chunk[0], [self.path(frame) for frame in chunk], job_body, "/v1/frame-jobs")
 
     def _warped_frame(self, frame):
         body = self.body(frame)
         if frame == self.frames.start:  # nothing before it: it starts the shot (and anchors it)
-            self._generate(frame, [self.path(frame)], body)
-            return
+            return self._start(frame, [self.path(frame)], body)
         motion_path, occlusion_path = motion_paths(self.passes, frame)
         occluded = read_png(occlusion_path) >= 128
         image, hole = temporal.warped_start(read_png(self.path(frame - 1)), read_motion(motion_path), occluded)
         if hole.any():
             inpainted = os.path.join(self.passes, f"inpainted_{frame:04d}.png")
-            self._generate(frame, [inpainted], *self._anchored(frame, temporal.inpainting_body(body, image, hole)))
+            inpainting = self._anchored(frame, temporal.inpainting_body(body, image, hole))
+            self._wait(self._start(frame, [inpainted], *inpainting), frame)
             image = read_png(inpainted)
         if self.options.match_colours:
             anchor = temporal.warped_frame_anchor(frame, self.frames.start, self.options.anchor_every)
             image = match_colour_statistics(image, read_png(self.path(anchor)))
         repaint = temporal.repaint_body(body, image, self.options.warp_strength)
-        self._generate(frame, [self.path(frame)], *self._anchored(frame, repaint))
+        return self._start(frame, [self.path(frame)], *self._anchored(frame, repaint))
 
     def _anchored(self, frame, body):
         """(body, route): in full mode a frame job whose anchor is a keyframe already generated,
@@ -155,10 +170,13 @@ class FramesRun:
         anchor_body = dict(self.anchor_body(anchor), init_image=png_base64(read_png(self.path(anchor))))
         return temporal.frame_job_body([body], anchor_body), "/v1/frame-jobs"
 
-    def _generate(self, frame, paths, body, route="/v1/jobs"):
-        """Run one job for `frame` whose images go to `paths`; FramesStopped unless it is done."""
-        job = GenerationJob(self.client, body, self.out, frame_file_stem(self.scene, frame), seed_in_name=False,
-                            how_to_retry=self.how_to_retry, route=route, result_paths=paths).start()
+    def _start(self, frame, paths, body, route="/v1/jobs"):
+        """A job for `frame` whose images go to `paths`, started."""
+        return GenerationJob(self.client, body, self.out, frame_file_stem(self.scene, frame), seed_in_name=False,
+                             how_to_retry=self.how_to_retry, route=route, result_paths=paths).start()
+
+    def _wait(self, job, frame):
+        """Follow the job of `frame` to its end; FramesStopped unless it is done."""
         snapshot = self.wait(job)
         if snapshot.state != DONE:
             raise FramesStopped(frame, f"frame {frame}: {snapshot.message}")
