@@ -117,24 +117,25 @@ class Ingress:
 
 
 def build_app(config: ServerConfig, replicas: int, gpus_per_replica: float):
-    """The Serve application: `replicas` Generators (with `gpus_per_replica` each, 0 on CPUs) behind
-    one Ingress."""
+    """The Serve application: `replicas` Generators (with `gpus_per_replica` each; without GPUs, an
+    equal share of the cluster's CPUs each, which is also the threads torch uses there) behind one
+    Ingress."""
     max_batch = config.max_batch_on("cuda" if gpus_per_replica else "cpu")
+    resources = (
+        {"num_gpus": gpus_per_replica, "num_cpus": 0} if gpus_per_replica
+        else {"num_cpus": ray.cluster_resources().get("CPU", 1) / replicas}
+    )
     generator = Generator.options(
         num_replicas=replicas,
         max_ongoing_requests=max_batch,  # more waits in Serve's router, where any replica may take it
-        ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": 0},
+        ray_actor_options=resources,
     ).bind(config)
     return Ingress.bind(generator, config, replicas, max_batch)
 
 
-def _cluster_gpus() -> int:
-    return int(ray.cluster_resources().get("GPU", 0))
-
-
 def _replicas_and_gpus(requested: int | None) -> tuple[int, float]:
     """--replicas (default: one per GPU of the cluster, else 1), and each one's share of a GPU."""
-    gpus = _cluster_gpus()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
     replicas = requested or max(gpus, 1)
     return replicas, (1.0 if gpus >= replicas else gpus / replicas) if gpus else 0.0
 
