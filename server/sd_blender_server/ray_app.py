@@ -127,7 +127,8 @@ def build_app(config: ServerConfig, replicas: int, gpus_per_replica: float):
     )
     generator = Generator.options(
         num_replicas=replicas,
-        max_ongoing_requests=max_batch,  # more waits in Serve's router, where any replica may take it
+        # More waits in Serve's router, where any replica may take it (and never fills a replica's own queue).
+        max_ongoing_requests=min(max_batch, config.max_queue),
         ray_actor_options=resources,
     ).bind(config)
     return Ingress.bind(generator, config, replicas, max_batch)

@@ -12,7 +12,9 @@ import httpx
 import pytest
 from live_server import free_port, ray_server_options, running_server, serving
 from model_builders import TINY_METADATA, save_ldm_single_file
-from server_helpers import LONG_JOB, run_job, submit, wait_finished, wait_running
+from server_helpers import (
+    LONG_JOB, cancel_all, fill_queue, run_job, started_count, submit, wait_finished, wait_running,
+)
 from waiting import wait_for
 
 from sd_blender_server.tiny import ensure_tiny_model
@@ -67,6 +69,17 @@ def test_a_second_base_model_is_loaded_by_one_replica_only(cluster):
     }
 
 
+def test_the_queue_bound_is_the_clusters(cluster):
+    ids, refused = fill_queue(cluster)  # a job running on each replica, then submitted until a 429
+    wait_for(lambda: started_count(cluster, ids) == 2, "a job running on each replica")
+    while (refused := cluster.post("/v1/jobs", json=LONG_JOB)).status_code == 202:  # a place a start freed
+        ids.append(refused.json()["id"])
+    assert int(refused.headers["retry-after"]) >= 1 and "--max-queue" in refused.json()["detail"]
+    max_queue = cluster.get("/v1/limits").json()["max_queue"]
+    assert cluster.get("/health").json()["queue_length"] == len(ids) - 2 == max_queue
+    cancel_all(cluster, ids)
+
+
 def test_a_replica_killed_mid_job_fails_that_job_only(cluster):
     victim = submit(cluster, **LONG_JOB)
     wait_running(cluster, victim)
@@ -86,12 +99,14 @@ def test_a_replica_killed_mid_job_fails_that_job_only(cluster):
     assert [entry["alive"] for entry in health.json()["replicas"] if entry["replica"] == replica] == [False]
 
 
-def test_ray_serves_tools_run_it_from_a_config_file(tiny_cache, tmp_path):
-    """`serve run` with a Serve config file naming sd_blender_server.ray_app:app_builder and the flags."""
+def test_ray_serves_tools_run_it_from_a_config_file_with_the_servers_flags(tiny_cache, tmp_path):
+    """`serve run` with a Serve config file naming sd_blender_server.ray_app:app_builder and the flags;
+    a time limit every job passes (checked before the first step too) holds on the replica."""
     port = free_port()
+    flags = f"--model tiny --device cpu --replicas 1 --cache-dir {tiny_cache} --job-timeout 0.001"
     application = {
         "name": "sd_blender", "route_prefix": "/", "import_path": "sd_blender_server.ray_app:app_builder",
-        "args": {"args": f"--model tiny --device cpu --replicas 1 --cache-dir {tiny_cache}"},
+        "args": {"args": flags},
     }
     config = tmp_path / "serve.json"  # YAML, which JSON is
     config.write_text(json.dumps({"http_options": {"host": "127.0.0.1", "port": port}, "applications": [application]}))
@@ -100,7 +115,10 @@ def test_ray_serves_tools_run_it_from_a_config_file(tiny_cache, tmp_path):
     with serving([str(serve), "run", str(config)], port, env=env) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
             assert [replica["alive"] for replica in client.get("/health").json()["replicas"]] == [True]
-            assert run_job(client, **SMALL_JOB)["state"] == "done"
+            assert client.get("/v1/limits").json()["job_timeout_s"] == 0.001
+            status = wait_finished(client, submit(client, **SMALL_JOB))
+            assert status["state"] == "failed"
+            assert status["error"].endswith("the job ran past this server's time limit of 0.001 s (--job-timeout)")
 
 
 def test_the_single_process_server_does_not_import_ray():
