@@ -134,16 +134,36 @@ class _Utf8JsonRequest(Request):
 
 
 class _Utf8JsonRoute(APIRoute):
-    """A route that reads its JSON body with _parse_json, its time measured from here (timings)."""
+    """A route that reads its JSON body with _parse_json."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
 
         async def read_utf8_json(request: Request) -> Response:
-            timings.start_request()
             return await handler(_Utf8JsonRequest(request.scope, request.receive))
 
         return read_utf8_json
+
+
+class RequestTimes:
+    """ASGI middleware: each HTTP request's clock (timings.RequestClock) starts as it reaches the app
+    and stops when its answer's last byte is handed to the HTTP server."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        clock = timings.start_request()
+
+        async def send_timed(message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                clock.answer_sent()
+
+        await self.app(scope, receive, send_timed)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -389,6 +409,7 @@ def create_app(config: ServerConfig, jobs: "JobQueue | ClusterJobs") -> FastAPI:
     app.add_exception_handler(JobFinished, _job_finished)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestTimes)  # the outermost: it sees the whole request
     router = APIRouter(
         prefix="/v1", dependencies=[Depends(_bearer_check(config.token))], responses=_UNAUTHORIZED,
         route_class=_Utf8JsonRoute,
@@ -460,10 +481,12 @@ def create_app(config: ServerConfig, jobs: "JobQueue | ClusterJobs") -> FastAPI:
         operation_id="getJobImage",
         responses={200: {"content": {"image/png": {}}}, **_UNKNOWN_JOB},
     )
-    def image(job_id: str, index: int) -> Response:
+    async def image(job_id: str, index: int) -> Response:
+        # async: the image is in memory, no need of a hop to the thread pool
         job = jobs.get(job_id)
         if not 0 <= index < len(job.images):
             raise HTTPException(404, f"job {job_id} has no image {index} (state: {job.state})")
+        timings.current_request().sends_image_of = job.clock
         return Response(job.images[index], media_type="image/png")
 
     @router.get(

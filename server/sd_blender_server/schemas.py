@@ -268,7 +268,14 @@ class Timings(BaseModel):
     queued: float | None = Field(description="waiting in the queue")
     generation: float | None = Field(description="the engine: loading what it needs, preparing images, the model")
     encoding: float | None = Field(description="encoding its images as PNG with their generation metadata")
-    total: float | None = Field(description="from reading the body to the job's end, all of the above included")
+    total: float | None = Field(description="from the request's arrival to the job's end, all of the above included")
+    answer: float | None = Field(
+        None, description="answering the submission once the job was queued (the 202's last byte handed to the "
+        "HTTP server); it overlaps the queue"
+    )
+    download: float | None = Field(
+        None, description="sending the job's images: its image requests' time in the server, summed; null: none yet"
+    )
 
 
 class JobStatus(BaseModel):

@@ -1,5 +1,6 @@
-"""Where a job's time goes, measured by the server itself: a request's clock starts as its route
-begins to read the body, the job's clock adds when it was queued, ran, generated and encoded, and the
+"""Where a job's time goes, measured by the server itself: a request's clock starts as the request
+reaches the app and stops when its answer's last byte is handed to the HTTP server, the job's clock
+adds when it was queued, ran, generated and encoded and how long its images took to send, and the
 job's status reports the parts in milliseconds (`timings`). No torch here."""
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ T = TypeVar("T")
 
 @dataclass
 class RequestClock:
-    """One HTTP request's submission: when its route started reading the body, when the JSON was
-    parsed, and the seconds spent decoding its input images (inside validation)."""
+    """One HTTP request: when it reached the app, when its JSON body was parsed, the seconds spent
+    decoding its input images (inside validation), when its answer was sent, and the job whose image
+    it sends, if it does (that job's clock adds the request's time to its downloads)."""
 
     received: float = field(default_factory=time.perf_counter)
     parsed: float | None = None
     decoding: float = 0.0
+    answered: float | None = None
+    sends_image_of: JobClock | None = None
+
+    def answer_sent(self) -> None:
+        self.answered = time.perf_counter()
+        if self.sends_image_of is not None:
+            self.sends_image_of.downloads += self.answered - self.received
 
     def ages(self) -> tuple[float, float | None, float]:
         """Seconds since it was received and parsed, and the decoding time: what another process
@@ -71,7 +80,8 @@ def timed_decoding(decode: Callable[P, T]) -> Callable[P, T]:
 
 @dataclass
 class JobClock:
-    """A job's moments (time.perf_counter) past its request's, and its PNG encoding time."""
+    """A job's moments (time.perf_counter) past its request's, its PNG encoding time, and the time
+    its image requests took (from reaching the app to the answer's last byte)."""
 
     request: RequestClock
     queued: float = field(default_factory=time.perf_counter)
@@ -79,12 +89,15 @@ class JobClock:
     generated: float | None = None
     encoding: float | None = None
     finished: float | None = None
+    downloads: float = 0.0
 
     def milliseconds(self) -> dict:
         """The parts of the job's time so far, in milliseconds (null: not reached): reading and
         parsing the body, validating it (schema, catalog, parameters; decoding apart), decoding its
         images, waiting in the queue, generating (the engine: the model and what it does around it),
-        encoding the PNGs with their metadata, and the total from the body's first read to the end."""
+        encoding the PNGs with their metadata, and the total from the request's arrival to the end;
+        then, beside them, the HTTP work measured here: answering the submission once the job was
+        queued (`answer`), and sending its images (`download`, the sum of its image requests)."""
         request = self.request
         parsed = request.parsed if request.parsed is not None else request.received
         return {
@@ -95,6 +108,8 @@ class JobClock:
             "generation": _ms(self.started, self.generated),
             "encoding": None if self.encoding is None else round(self.encoding * 1000, 3),
             "total": _ms(request.received, self.finished),
+            "answer": _ms(self.queued, request.answered),
+            "download": round(self.downloads * 1000, 3) if self.downloads else None,
         }
 
 

@@ -2,7 +2,7 @@
 body's parsing, validation, image decoding, the queue, generation and PNG encoding, and the total."""
 import numpy as np
 from PIL import Image
-from server_helpers import image_base64, occupy_workers, read_events, run_job, submit, wait_finished
+from server_helpers import fetch_image, image_base64, occupy_workers, read_events, run_job, submit, wait_finished
 
 PARTS = ("parsing", "validation", "decoding", "queued", "generation", "encoding")
 NOISE = image_base64(Image.fromarray(np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)))
@@ -18,6 +18,16 @@ def test_a_finished_job_has_every_part_and_they_add_up_to_at_most_its_total(clie
     assert timings["decoding"] > 0 and timings["generation"] > 0 and timings["encoding"] > 0, timings
     # Each part is its own stretch of the job's life, so together they fit in the total (rounded to µs).
     assert sum(timings[part] for part in PARTS) <= timings["total"] + 0.01, timings
+
+
+def test_answering_and_sending_the_images_are_measured_too(client):
+    status = run_job(client, prompt="a house", width=64, height=64, steps=1, num_images=2)
+    assert status["timings"]["answer"] >= 0 and status["timings"]["download"] is None  # no image fetched yet
+    fetch_image(client, status["images"][0])
+    one = client.get(f"/v1/jobs/{status['id']}").json()["timings"]["download"]
+    fetch_image(client, status["images"][1])
+    both = client.get(f"/v1/jobs/{status['id']}").json()["timings"]["download"]
+    assert 0 < one < both  # each image request adds its time
 
 
 def test_a_job_without_input_images_decodes_nothing(client):
