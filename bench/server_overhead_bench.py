@@ -2,12 +2,13 @@
 
 Starts its own `sd-blender-server --model tiny` (a subprocess, as the tests do), then submits jobs
 one at a time, each as the add-on sends them: a prompt and a depth control image (a PNG of a
-rendered-looking depth pass, size x size), 1 step. The server's own per-job breakdown (the job
-status's `timings`) gives parsing, validation, image decoding, queueing and PNG encoding; the
-client's round trips give HTTP: the submit's round trip less the server's parsing, validation and
-decoding, and the image download's whole round trip. Generation (the engine and the model) is left
-out. Prints the median and 90th percentile of each part and of their sum, the time outside the model,
-against the target of 10 ms; the first --warmup jobs are not counted.
+rendered-looking depth pass, size x size), 1 step, and downloads the image. The server's own per-job
+breakdown (the job status's `timings`, read after the download) gives parsing, validation, image
+decoding, queueing, PNG encoding, answering the submission and sending the image: their sum is the
+time outside the model measured by the server, against the target of 10 ms. Generation (the engine
+and the model) is left out. Also shown, not counted: what the client's round trips take beyond the
+server's parts (the loopback, the HTTP server's own parsing, the client library). Prints the median
+and 90th percentile of each; the first --warmup jobs are not counted.
 """
 from __future__ import annotations
 
@@ -30,9 +31,8 @@ from live_server import running_server  # noqa: E402
 sys.path.insert(0, str(REPO_ROOT))
 from sd_blender.core.png import encode_png  # noqa: E402
 
-SERVER_PARTS = ("parsing", "validation", "decoding", "queued", "encoding")
-HTTP_PARTS = ("http submit", "http image download")
-OUTSIDE_THE_MODEL = (*SERVER_PARTS, *HTTP_PARTS)
+OUTSIDE_THE_MODEL = ("parsing", "validation", "decoding", "queued", "encoding", "answer", "download")
+CLIENT_SIDE = "round trips beyond"
 TARGET_MS = 10.0
 
 
@@ -55,7 +55,7 @@ def finished(client: httpx.Client, job_id: str, poll: float) -> dict:
 
 
 def one_job(client: httpx.Client, body: dict, poll: float) -> dict:
-    """One job's parts in milliseconds (SERVER_PARTS, HTTP_PARTS, generation)."""
+    """One job's parts in milliseconds (OUTSIDE_THE_MODEL, CLIENT_SIDE, generation)."""
     start = time.perf_counter()
     response = client.post("/v1/jobs", json=body)
     submitted = time.perf_counter()
@@ -66,12 +66,12 @@ def one_job(client: httpx.Client, body: dict, poll: float) -> dict:
     fetch_start = time.perf_counter()
     client.get(status["images"][0]).raise_for_status()
     fetched = time.perf_counter()
-    timings = status["timings"]
-    in_server = timings["parsing"] + timings["validation"] + timings["decoding"]
+    timings = client.get(f"/v1/jobs/{status['id']}").json()["timings"]
+    submit_in_server = timings["parsing"] + timings["validation"] + timings["decoding"] + timings["answer"]
+    round_trips = (submitted - start + fetched - fetch_start) * 1000
     return {
-        **{part: timings[part] for part in SERVER_PARTS},
-        "http submit": (submitted - start) * 1000 - in_server,
-        "http image download": (fetched - fetch_start) * 1000,
+        **{part: timings[part] for part in OUTSIDE_THE_MODEL},
+        CLIENT_SIDE: round_trips - submit_in_server - timings["download"],
         "generation": timings["generation"],
     }
 
@@ -79,7 +79,7 @@ def one_job(client: httpx.Client, body: dict, poll: float) -> dict:
 def summary(label: str, values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return f"  {label:<22} median {statistics.median(values):8.2f} ms   p90 {p90:8.2f} ms"
+    return f"  {label:<36} median {statistics.median(values):8.2f} ms   p90 {p90:8.2f} ms"
 
 
 def main() -> int:
@@ -112,6 +112,7 @@ def main() -> int:
     outside = [sum(run[part] for part in OUTSIDE_THE_MODEL) for run in runs]
     print(summary("outside the model", outside))
     print(summary("generation (left out)", [run["generation"] for run in runs]))
+    print(summary(f"client {CLIENT_SIDE} (left out)", [run[CLIENT_SIDE] for run in runs]))
     verdict = "meets" if statistics.median(outside) <= TARGET_MS else "misses"
     print(f"median time outside the model {statistics.median(outside):.2f} ms: {verdict} the target of {TARGET_MS:g} ms")
     return 0
