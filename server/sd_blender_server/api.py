@@ -147,7 +147,7 @@ class _Utf8JsonRoute(APIRoute):
 
 class RequestTimes:
     """ASGI middleware: each HTTP request's clock (timings.RequestClock) starts as it reaches the app
-    and stops when its answer's last byte is handed to the HTTP server."""
+    and stops when its answer's last byte is handed to the HTTP server (or the app is done with it)."""
 
     def __init__(self, app):
         self.app = app
@@ -163,7 +163,10 @@ class RequestTimes:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 clock.answer_sent()
 
-        await self.app(scope, receive, send_timed)
+        try:
+            await self.app(scope, receive, send_timed)
+        finally:
+            clock.answer_sent()  # also when no answer went out (a client gone): a job waiting on it may start
 
 
 def _allowed_methods(request: Request) -> list[str]:

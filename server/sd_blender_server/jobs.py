@@ -305,8 +305,18 @@ class JobQueue(JobTable):
         with self._lock:
             self._add(job, len(self._waiting))
             self._waiting.append(job)
+            job.clock.request.on_answer = self._wake_worker
             self._job_waiting.notify()
         return job
+
+    def _wake_worker(self) -> None:
+        with self._lock:
+            self._job_waiting.notify()
+
+    def _first_job_ready(self) -> bool:
+        """A job waits, and the first one's submission has been answered: a job starts only then, so
+        that on a small CPU generating does not slow down the 202 (and the next submission)."""
+        return bool(self._waiting) and not self._waiting[0].clock.request.answer_pending
 
     def cancel(self, job_id: str) -> dict:
         """A queued job is cancelled now, a running one at its next step."""
@@ -321,7 +331,7 @@ class JobQueue(JobTable):
         expiry_check_seconds = min(max(self.result_ttl, 1.0), 60.0)
         while True:
             with self._lock:
-                if not self._job_waiting.wait_for(lambda: self._waiting, timeout=expiry_check_seconds):
+                if not self._job_waiting.wait_for(self._first_job_ready, timeout=expiry_check_seconds):
                     self._drop_expired()
                     continue
                 batch = self._take_batch()

@@ -26,11 +26,18 @@ class RequestClock:
     decoding: float = 0.0
     answered: float | None = None
     sends_image_of: JobClock | None = None
+    # An HTTP request's answer is still to be sent (start_request); on_answer is then called once it is.
+    answer_pending: bool = False
+    on_answer: Callable[[], None] | None = None
 
     def answer_sent(self) -> None:
-        self.answered = time.perf_counter()
+        if not self.answer_pending:
+            return
+        self.answered, self.answer_pending = time.perf_counter(), False
         if self.sends_image_of is not None:
             self.sends_image_of.downloads += self.answered - self.received
+        if self.on_answer is not None:
+            self.on_answer()
 
     def ages(self) -> tuple[float, float | None, float]:
         """Seconds since it was received and parsed, and the decoding time: what another process
@@ -50,8 +57,9 @@ _current_request: contextvars.ContextVar[RequestClock | None] = contextvars.Cont
 
 
 def start_request() -> RequestClock:
-    """A clock for the request this context (the route's task, and the threads it runs) handles."""
-    clock = RequestClock()
+    """A clock for the HTTP request this context (the route's task, and the threads it runs) handles,
+    its answer pending until answer_sent()."""
+    clock = RequestClock(answer_pending=True)
     _current_request.set(clock)
     return clock
 
