@@ -4,6 +4,7 @@ the middle of a job. (The API tests run on Ray Serve too: conftest.py's `server`
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,42 @@ def test_the_single_process_server_does_not_import_ray():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def ray_cluster():
+    """A Ray cluster of one node started with Ray's own `ray start --head` (as on a head machine);
+    its address. Stopped with its process group."""
+    port = free_port()
+    _, env = ray_server_options(replicas=1)
+    ray = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--block",
+         f"--temp-dir={env['RAY_TMPDIR']}"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: _accepts(port) or head.poll() is not None, "the Ray head answering")
+        assert head.poll() is None, "ray start --head stopped"
+        yield f"127.0.0.1:{port}", env, head
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_server_joins_an_existing_ray_cluster_and_leaves_it_running(ray_cluster, tiny_cache):
+    address, env, head = ray_cluster
+    with running_server("--device", "cpu", "--ray-address", address, "--replicas", "1", cache_dir=tiny_cache,
+                        env=env) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            assert [replica["alive"] for replica in client.get("/health").json()["replicas"]] == [True]
+            assert run_job(client, **SMALL_JOB)["state"] == "done"
+    assert head.poll() is None  # the cluster goes on without the server's application
 
 
 def test_a_missing_models_folder_stops_the_ray_server_before_ray_starts(tmp_path):
