@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from .config import ServerConfig
@@ -132,8 +132,9 @@ class ClusterJobs(JobTable):
     def _apply(self, job: RemoteJob, update: dict) -> None:
         """An update from the job's replica (with the lock held): its new events, preview, status and,
         at the end, images."""
-        self._seen(update["replica"])
-        job.replica = update["replica"]["replica"]
+        job.replica = update["replica"]
+        if "health" in update:
+            self._seen(update["health"])
         if job.finished:  # cancelled here: the replica stops at its next step
             return
         if update.get("preview") is not None:
@@ -163,7 +164,7 @@ class ClusterJobs(JobTable):
             self._finish(job, state, status["error"])
 
     def replica_seen(self, snapshot: dict) -> None:
-        """A replica's health (it sends one as it starts, and with each update)."""
+        """A replica's health (it sends one as it starts, and as each of its jobs starts and ends)."""
         with self._lock:
             self._seen(snapshot)
 
@@ -188,10 +189,7 @@ class ClusterJobs(JobTable):
             replicas = list(self._replicas.values())
         live = [replica for replica in replicas if replica["alive"]]
         first = live[0] if live else {}
-        controlnet_loads: dict[str, int] = {}
-        for replica in live:
-            for key, count in replica["load_counts"]["controlnets"].items():
-                controlnet_loads[key] = controlnet_loads.get(key, 0) + count
+        controlnet_loads = sum((Counter(replica["load_counts"]["controlnets"]) for replica in live), Counter())
         return {
             "status": "ok" if live else "starting",
             "device": first.get("device"),
@@ -204,7 +202,7 @@ class ClusterJobs(JobTable):
             },
             "load_counts": {
                 "base_model": sum(replica["load_counts"]["base_model"] for replica in live),
-                "controlnets": controlnet_loads,
+                "controlnets": dict(controlnet_loads),
             },
             "queue_length": self.queue_length,
             "finished_jobs": self.finished_count,
@@ -213,13 +211,17 @@ class ClusterJobs(JobTable):
         }
 
 
-def replica_update(job: Job, sent_events: int, sent_preview: Preview | None, snapshot: dict) -> dict:
-    """What a replica streams about its job: the events after the first `sent_events`, its status,
-    its preview if newer than `sent_preview`, its images once done, and the replica's health."""
-    events = job.events[sent_events:]
-    update = {"events": events, "status": job.status(), "replica": snapshot, "preview": None}
+def replica_update(
+    job: Job, sent_events: int, sent_preview: Preview | None, replica: str, health: Callable[[], dict]
+) -> dict:
+    """What a replica streams about its job: the events after the first `sent_events`, its preview if
+    newer than `sent_preview`, its images once done, the replica's id, and in the first and the last
+    update the replica's health() (what the job loaded, the jobs it ran)."""
+    update = {"events": job.events[sent_events:], "replica": replica, "preview": None}
     if job.preview is not sent_preview:
         update["preview"] = job.preview
     if job.finished:
         update["images"] = job.images
+    if sent_events == 0 or job.finished:
+        update["health"] = health()
     return update

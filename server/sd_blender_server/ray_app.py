@@ -82,7 +82,7 @@ class Generator:
         try:
             while True:
                 if len(job.events) > sent_events or job.preview is not sent_preview:
-                    update = replica_update(job, sent_events, sent_preview, self.snapshot())
+                    update = replica_update(job, sent_events, sent_preview, self.replica, self.snapshot)
                     sent_events += len(update["events"])
                     sent_preview = job.preview
                     yield update
