@@ -3,6 +3,8 @@ watched from Blender's UI thread, which never renders or waits for it itself.
 
 Progress is read from the result folder: a frame (or a texture's view) is done when its file is
 there (the command line writes each file whole). The process's last words say why it stopped.
+With a previews folder (the command's --previews), the newest live preview written there is read
+back too.
 """
 import os
 import shutil
@@ -10,6 +12,9 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
+
+from .job import Preview
+from .preview_files import PreviewFolder
 
 # After Ctrl-C (SIGINT) the command line cancels its jobs on the server and exits; one that has
 # not exited after this long is terminated.
@@ -27,6 +32,7 @@ class BatchSnapshot:
     frames_done: int
     frame_count: int
     message: str
+    preview: Preview | None = None  # the newest live preview in the batch's previews folder
 
     @property
     def finished(self):
@@ -39,11 +45,13 @@ class BatchSnapshot:
 
 class FrameBatch:
     def __init__(self, command, frame_paths, env=None, temporary_folder=None, unit="frame",
-                 again="generating the frames again goes on from there"):
+                 again="generating the frames again goes on from there", previews=None):
         """`command` writes frame_paths[i] for the i-th frame (or `unit`); `env` is its environment;
         `temporary_folder` (the command's input) is removed once the command has ended; `again`
-        says what running it again does with what is kept."""
+        says what running it again does with what is kept; `previews` is the folder the command
+        writes its live previews to (core.preview_files), None when it writes none."""
         self._command = command
+        self._previews = PreviewFolder(previews) if previews else None
         self.frame_paths = tuple(frame_paths)
         self._unit, self._again = unit, again
         self._env = env
@@ -90,9 +98,10 @@ class FrameBatch:
 
     def snapshot(self):
         frames_done = sum(os.path.exists(path) for path in self.frame_paths)
+        preview = self._previews.newest() if self._previews else None
         with self._lock:
             state, message = self._state, self._message(frames_done)
-        return BatchSnapshot(state, frames_done, len(self.frame_paths), message)
+        return BatchSnapshot(state, frames_done, len(self.frame_paths), message, preview)
 
     def _message(self, frames_done):
         count = len(self.frame_paths)

@@ -7,7 +7,7 @@ import time
 import bpy
 
 from ..core.client import ServerError
-from ..core.files import write_whole
+from ..core.preview_files import write_preview
 from ..scene.passes import PASS_KINDS
 from ..scene.saving import save_copy_whole
 
@@ -120,6 +120,19 @@ def apply_arguments(scene, args):
     apply_pass_arguments(settings, args)
 
 
+def add_previews_argument(parser):
+    parser.add_argument("--previews", metavar="DIR",
+                        help="write each live preview of a running job here as preview_<stem>_<step>.png "
+                        "(default: no previews asked for)")
+
+
+def ask_for_previews(settings, folder):
+    """Previews are asked for only when --previews says where to write them; its folder is made."""
+    settings.use_previews = folder is not None
+    if folder is not None:
+        os.makedirs(folder, exist_ok=True)
+
+
 def wait_with_progress(job, previews=None):
     """Follow the job to its end, printing its progress; with `previews` (a folder), write each new
     preview there as it arrives. Returns the final snapshot."""
@@ -143,7 +156,7 @@ def _write_new_preview(folder, job, preview, written):
     `written` already (or there is no folder or preview); returns the preview written last."""
     if folder is None or preview is None or preview is written:
         return written
-    write_whole(os.path.join(folder, f"preview_{job.file_stem}_{preview.step}.png"), preview.png)
+    write_preview(folder, job.file_stem, preview)
     return preview
 
 

@@ -1,7 +1,11 @@
 """The frame batch of the pure core, driving real child processes (small Python programs that
-behave as the command line's `generate --frames` does: write frame files, print, exit)."""
+behave as the command line's `generate --frames` does: write frame files and previews, print, exit)."""
+import os
 import sys
 
+import numpy as np
+
+from conftest import REPO_ROOT
 from sd_blender.core.frame_batch import CANCELLED, DONE, FAILED, FrameBatch
 from waiting import wait_for
 
@@ -25,6 +29,20 @@ except KeyboardInterrupt:
     sys.exit(1)
 """
 
+# Writes two previews of frame 1 as `generate --previews` does, then stalls halfway through a third
+# (tests/stall_writes) until it is interrupted.
+WRITES_PREVIEWS_THEN_STALLS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from sd_blender.core.job import Preview
+from sd_blender.core.png import encode_png
+from sd_blender.core.preview_files import write_preview
+for step in (3, 6, 9):
+    pixels = np.full((6, 4, 3), step * 10, np.uint8)
+    write_preview(sys.argv[2], "shot_Scene_0001", Preview(step, encode_png(pixels), pixels))
+"""
+
 
 def python(program, *arguments):
     return [sys.executable, "-c", program, *arguments]
@@ -44,6 +62,7 @@ def test_a_finished_batch_says_where_the_frames_are(tmp_path):
     snapshot = FrameBatch(python("print('frame 1: done already')"), paths).start().wait(60)
     assert (snapshot.state, snapshot.fraction) == (DONE, 1.0)
     assert snapshot.message == f"done: 1 frame(s) in {tmp_path}"
+    assert snapshot.preview is None  # no previews folder
 
 
 def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
@@ -54,3 +73,23 @@ def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
     snapshot = batch.wait(30)
     assert snapshot.state == CANCELLED
     assert snapshot.message == "cancelled: 0 of 2 frames done and kept; generating the frames again goes on from there"
+
+
+def test_the_newest_whole_preview_is_read_back_and_goes_with_the_temporary_folder(tmp_path):
+    temporary, stalled = tmp_path / "batch", tmp_path / "stalled"
+    previews = temporary / "previews"
+    previews.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "stall_writes"),
+           "SD_BLENDER_STALL_WRITES": "preview_shot_Scene_0001_9", "SD_BLENDER_STALL_SIGNAL": str(stalled)}
+    batch = FrameBatch(python(WRITES_PREVIEWS_THEN_STALLS, str(REPO_ROOT), str(previews)), [tmp_path / "a.png"],
+                       env=env, temporary_folder=temporary, previews=previews).start()
+    wait_for(lambda: stalled.exists() or batch.finished, "the third preview half-written")
+    assert any(name.endswith(".part") for name in os.listdir(previews)), batch.snapshot().message
+
+    preview = batch.snapshot().preview  # step 6, not the third one, half there
+    assert preview.step == 6 and np.array_equal(preview.pixels, np.full((6, 4, 3), 60, np.uint8))
+    assert batch.snapshot().preview is preview  # read once: the timer shows it once
+    batch.cancel()
+    snapshot = batch.wait(30)
+    assert snapshot.state == CANCELLED and not temporary.exists()
+    assert snapshot.preview is preview  # the last one read stays
