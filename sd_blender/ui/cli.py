@@ -30,8 +30,8 @@ from ..scene.request import generation_size, pass_options, request_pass_kinds
 from ..scene.temporal import FramesRun, FramesStopped, TemporalOptions
 from . import cli_texture
 from .cli_common import (
-    HOW_TO_RETRY, add_pass_arguments, apply_arguments, apply_pass_arguments, control_units, open_scene, pass_kinds,
-    save_blend, server_limits, wait_with_progress,
+    HOW_TO_RETRY, add_pass_arguments, add_previews_argument, apply_arguments, apply_pass_arguments, ask_for_previews,
+    control_units, open_scene, pass_kinds, save_blend, server_limits, wait_with_progress,
 )
 
 
@@ -123,9 +123,7 @@ def build_parser():
     generate.add_argument("--match-colors", action="store_true",
                           help="warp and full: move each frame's start to the anchor frame's colour statistics")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
-    generate.add_argument("--previews", metavar="DIR",
-                          help="write each live preview of a running job here as preview_<stem>_<step>.png "
-                          "(default: no previews asked for)")
+    add_previews_argument(generate)
     cli_texture.add_commands(commands)
     return parser
 
@@ -230,19 +228,12 @@ def _generate_frames(scene, client, limits, args):
     return save_blend(args)
 
 
-def _ask_for_previews(settings, folder):
-    """Previews are asked for only when --previews says where to write them; its folder is made."""
-    settings.use_previews = folder is not None
-    if folder is not None:
-        os.makedirs(folder, exist_ok=True)
-
-
 def run_generate(args):
     scene = open_scene(args)
     apply_arguments(scene, args)
     # The command line's --apply decides, not the panel's saved choice: material asks for a tile.
     scene.sd_blender.apply_to = "MATERIAL" if "material" in args.apply else "NONE"
-    _ask_for_previews(scene.sd_blender, args.previews)
+    ask_for_previews(scene.sd_blender, args.previews)
     _measure_shot_if_needed(scene, request_pass_kinds(scene.sd_blender))
     client = ServerClient(args.server, args.token)
     limits = server_limits(client)

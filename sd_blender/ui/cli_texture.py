@@ -5,6 +5,7 @@
 """
 import argparse
 import dataclasses
+import functools
 import os
 import secrets
 import time
@@ -21,8 +22,8 @@ from ..scene.texels import TexturingError, see, texture_targets
 from ..scene.texturing import FusionOptions, bake, report_entries, save_texture, show_on_objects, write_report
 from ..scene.views import STRATEGIES, placed_views, temporary_cameras, user_cameras
 from .cli_common import (
-    HOW_TO_RETRY, add_pass_arguments, apply_arguments, control_units, open_scene, save_blend, server_limits,
-    wait_with_progress,
+    HOW_TO_RETRY, add_pass_arguments, add_previews_argument, apply_arguments, ask_for_previews, control_units,
+    open_scene, save_blend, server_limits, wait_with_progress,
 )
 
 TEXTURE_SIZES = (512, 4096)
@@ -89,6 +90,7 @@ def add_commands(commands):
     texture.add_argument("--out", help="output folder (default: 'sd_blender' next to the .blend)")
     texture.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
     texture.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
+    add_previews_argument(texture)
     texture.set_defaults(num_images=None, guess_mode=None, img2img=None)
 
     bake_command = commands.add_parser(
@@ -161,6 +163,7 @@ def run_texture(args):
     # Each view one image, from its passes (not the colour render, not a tile: Apply as is the panel's).
     settings.num_images, settings.use_color_init, settings.apply_to = 1, False, "NONE"
     _fix_seed(settings)
+    ask_for_previews(settings, args.previews)
     objects = _objects(args.objects)
     client = ServerClient(args.server, args.token)
     limits = server_limits(client)
@@ -173,7 +176,7 @@ def run_texture(args):
     jobs = texture_generation.ViewJobs(
         start=lambda body, job_stem, route: GenerationJob(
             client, body, out, job_stem, seed_in_name=False, how_to_retry=HOW_TO_RETRY, route=route).start(),
-        wait=wait_with_progress, out=out,
+        wait=functools.partial(wait_with_progress, previews=args.previews), out=out,
     )
     with temporary_cameras(scene) as make:
         cameras, views = placed_views(make, scene, args.strategy, args.views, args.cameras, objects, targets, width,

@@ -1,6 +1,8 @@
 """`sd_blender texture` against a live tiny-model server, in real Blender: views placed around a
-cube, generated (independent, sequential, synchronized), fused and baked into its UV map."""
+cube, generated (independent, sequential, synchronized), fused and baked into its UV map; their
+live previews written with --previews."""
 import json
+import re
 
 import bpy
 import numpy as np
@@ -59,6 +61,7 @@ def test_independent_views_around_a_cube_cover_it_and_are_baked_into_its_uv_map(
         assert (out / f"cube_Scene_view_{index:02d}.png").is_file()
     recorded = json.loads(Image.open(out / "cube_Scene_view_01.png").text["sd_blender"])
     assert [control["type"] for control in recorded["controls"]] == ["depth"] and "tiling" not in recorded
+    assert recorded["preview_every"] == 0, "no --previews: none asked for"
     assert not [obj for obj in bpy.data.objects if obj.name.startswith("SD View")], "the views' cameras are removed"
     tree = bpy.data.objects["Cube"].material_slots[0].material.node_tree
     assert tree.nodes["SD Texture UV Map"].uv_map == "UVMap"
@@ -87,6 +90,31 @@ def test_synchronized_views_agree_far_better_than_independent_ones(cube_file, tm
         agreement[mode] = read_report(out)["objects"]["Cube"]["view_agreement"]["mean"]
         assert (out / "cube_Scene_view_08.png").is_file()
     assert agreement["synchronized"] * 3 <= agreement["independent"], agreement
+
+
+def texture_previews(cube_file, tmp_path, mode):
+    """`texture` in `mode` with 4 steps a job (a preview after step 3) and --previews; the names of
+    the preview files written, and the first view's recorded parameters."""
+    out, previews = tmp_path / "out", tmp_path / "previews"
+    assert texture(cube_file, out, "--views", "2", "--mode", mode, "--steps", "4", "--previews", str(previews)) == 0
+    names = sorted(path.name for path in previews.iterdir())
+    for name in names:
+        with Image.open(previews / name) as png:
+            assert max(png.size) <= 64, name
+    return names, json.loads(Image.open(out / "cube_Scene_view_01.png").text["sd_blender"])
+
+
+def test_sequential_views_write_their_previews_named_after_each_job(cube_file, tmp_path):
+    names, recorded = texture_previews(cube_file, tmp_path, "sequential")
+    assert recorded["preview_every"] == 3
+    assert "preview_cube_Scene_view_01_3.png" in names
+    assert all(re.fullmatch(r"preview_cube_Scene_view_\d\d(_generate|_refine)?_3\.png", name) for name in names), names
+
+
+def test_a_synchronized_job_writes_the_previews_of_its_first_view(cube_file, tmp_path):
+    names, recorded = texture_previews(cube_file, tmp_path, "synchronized")
+    assert recorded["preview_every"] == 3
+    assert "preview_cube_Scene_views_3.png" in names, names
 
 
 def test_a_last_view_is_aimed_at_what_no_view_saw(cube_file, tmp_path):
