@@ -88,7 +88,7 @@ class GenerationEngine:
     def parameters(self, request: EngineRequest) -> dict:
         """What a request (its seed chosen) will run with, as reported to clients and written into the PNGs."""
         if isinstance(request, TextureRequest):
-            return texture_parameters(self._catalog, request)
+            return {**texture_parameters(self._catalog, request), **self._preview_parameters(request.settings)}
         if isinstance(request, FrameRequest):
             return {**frame_parameters(self._catalog, request), **self._preview_parameters(request.frames[0])}
         return {**self._catalog.parameters(request), **self._preview_parameters(request)}
@@ -119,8 +119,8 @@ class GenerationEngine:
     ) -> GenerationResult:
         """Run one request, an ordinary job, a synchronized texture job or a frame job; raises JobCancelled when
         should_cancel() turns true, else an EngineError (OutOfMemory once what the job held is given
-        back) for any failure. Ordinary and frame jobs send on_preview(step, total, image) every
-        `preview_every` steps (texture jobs send none)."""
+        back) for any failure. on_preview(step, total, image) gets the job's first image forming every
+        `preview_every` steps (a texture job's first view)."""
         return self._reporting_failures(self._generate, request, on_step, should_cancel, on_preview)
 
     def generate_batch(
@@ -162,8 +162,11 @@ class GenerationEngine:
         request = request.with_seed()
         plan = self._plan(request)
         if isinstance(request, TextureRequest):
-            with self._runner.pipeline_for(request.settings, plan) as (pipeline, controlnets):
-                images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel)
+            settings = request.settings
+            targets = [(0, settings.preview_every, on_preview)] if on_preview else []
+            preview = self._runner.live_preview(plan.base.family, settings.width, settings.height, targets)
+            with self._runner.pipeline_for(settings, plan) as (pipeline, controlnets):
+                images = synchronized.denoise(pipeline, controlnets, request, on_step, should_cancel, preview)
         else:
             previews = {0: on_preview} if on_preview else None
             images = self._runner.run(request.batch(), plan, on_step, should_cancel, request.anchor is not None, previews)

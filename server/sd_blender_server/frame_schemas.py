@@ -18,7 +18,7 @@ from .schemas import (
 from .texture_schemas import SHARED_FIELDS
 
 # The fields a frame job shares with an ordinary job (same meaning, bounds and defaults).
-FRAME_FIELDS = (*SHARED_FIELDS, "strength", "guess_mode", "preview_every")
+FRAME_FIELDS = (*SHARED_FIELDS, "strength", "guess_mode")
 
 
 def frame_request_model(limits: RequestLimits) -> type[BaseModel]:

@@ -188,15 +188,16 @@ def recorded_steps(scheduler) -> Iterator[Callable[[], torch.Tensor]]:
 class LivePreview:
     """Called after each step: for each of `targets`, a (batch index, every, send) triple, every
     `every` steps (not after the last: the result comes then) image `index` of the batch's predicted
-    clean latent, decoded, goes to `send(step, total, image)`. The latents are read once a step."""
+    clean latent, decoded, goes to `send(step, total, image)`. The latents are read once a step,
+    and only when a preview is due."""
 
-    def __init__(self, decoder, size: tuple[int, int], latents: Callable, targets: list[tuple[int, int, Callable]]):
-        self._decoder, self._size, self._latents, self._targets = decoder, size, latents, targets
+    def __init__(self, decoder, size: tuple[int, int], targets: list[tuple[int, int, Callable]]):
+        self._decoder, self._size, self._targets = decoder, size, targets
 
-    def after_step(self, step: int, total: int) -> None:
+    def after_step(self, step: int, total: int, latents: Callable[[], torch.Tensor]) -> None:
         due = [(index, send) for index, every, send in self._targets if not step % every and step < total]
         if not due:
             return
-        latents = self._latents()
+        clean = latents()
         for index, send in due:
-            send(step, total, self._decoder.image(latents[index], self._size))
+            send(step, total, self._decoder.image(clean[index], self._size))

@@ -204,7 +204,12 @@ class Runner:
         self.load(plan.base)
         if should_cancel and should_cancel():
             raise JobCancelled()
-        preview = None
+        skipped = 1 if anchored else 0  # the anchor's request
+        targets = [
+            ((skipped + index) * first.num_images, batch[skipped + index].preview_every, send)
+            for index, send in (on_previews or {}).items()
+        ]
+        preview = self.live_preview(plan.base.family, first.width, first.height, targets)
 
         def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
             if should_cancel and should_cancel():
@@ -212,7 +217,7 @@ class Runner:
             if on_step:
                 on_step(step + 1, pipeline.num_timesteps)
             if preview:
-                preview.after_step(step + 1, pipeline.num_timesteps)
+                preview.after_step(step + 1, pipeline.num_timesteps, latents)
             return tensors
 
         inpaint = first.mask_image is not None or is_inpainting_unet(self._components["unet"])
@@ -233,24 +238,13 @@ class Runner:
             **SCHEDULERS[first.scheduler].call_options,
             **image_arguments(batch, inpaint),
         }
-        skipped = 1 if anchored else 0  # the anchor's request
-        previewed = {
-            index: send for index, send in (on_previews or {}).items() if batch[skipped + index].preview_every > 0
-        }
         with self.pipeline_for(first, plan, kind) as (pipeline, controlnets):
             if controlnets:
                 arguments.update(control_arguments(batch, controlnets, takes_image=kind != "txt2img"))
             models = [pipeline.unet, *controlnets]
             frames = cross_frame_attention(models, len(batch)) if anchored else contextlib.nullcontext()
-            decoder = self.previews.decoder(plan.base.family) if previewed else None
-            steps = recorded_steps(pipeline.scheduler) if previewed else contextlib.nullcontext()
+            steps = recorded_steps(pipeline.scheduler) if preview else contextlib.nullcontext()
             with torch.inference_mode(), seamless([*models, pipeline.vae], first.tiling), frames, steps as latents:
-                if previewed:
-                    targets = [
-                        ((skipped + index) * count, batch[skipped + index].preview_every, send)
-                        for index, send in previewed.items()
-                    ]
-                    preview = LivePreview(decoder, preview_size(first.width, first.height), latents, targets)
                 images = pipeline(**arguments).images
         kept = [
             image
@@ -258,6 +252,16 @@ class Runner:
             for image in keep_unmasked(images[index * count: (index + 1) * count], request)
         ]
         return kept[count * skipped:]
+
+    def live_preview(
+        self, family: str | None, width: int, height: int, targets: list[tuple[int, int, Callable]]
+    ) -> LivePreview | None:
+        """Previews of a job of a base model's `family` and size for `targets` (previews.LivePreview's,
+        those every 0 steps left out); None when none is asked for."""
+        targets = [target for target in targets if target[1] > 0]
+        if not targets:
+            return None
+        return LivePreview(self.previews.decoder(family), preview_size(width, height), targets)
 
     def _apply_loras(self, pipeline, request: GenerationRequest, loras: tuple[Entry, ...]) -> None:
         """Load the job's LoRAs as adapters with their weights; unloaded after the job."""

@@ -35,6 +35,7 @@ from PIL import Image
 from .cross_frame import self_attention_processor
 from .errors import JobCancelled, RequestRefused
 from .pipelines import control_arguments, fit, is_union
+from .previews import LivePreview
 from .schedulers import SCHEDULERS
 from .texture_request import TextureRequest
 
@@ -175,8 +176,8 @@ class NeighbourAttention(AttnProcessor2_0):
 
 
 @contextlib.contextmanager
-def neighbour_attention(unet, request: TextureRequest, guided: bool):
-    """The UNet's self-attention layers reading each view's neighbours too, while the job runs."""
+def neighbour_attention(unet, request: TextureRequest, guided: bool, device: torch.device):
+    """The UNet's self-attention layers reading each view's neighbours too, while the job runs on `device`."""
     if not any(view.neighbours for view in request.views):
         yield
         return
@@ -187,7 +188,7 @@ def neighbour_attention(unet, request: TextureRequest, guided: bool):
     valid = torch.tensor([[True] * len(row) + [False] * (width - len(row)) for row in rows])
     if guided:  # the unconditional half of the batch reads its own half
         sources, valid = torch.cat([sources, sources + count]), torch.cat([valid, valid])
-    with self_attention_processor([unet], NeighbourAttention(sources.to(unet.device), valid.to(unet.device))):
+    with self_attention_processor([unet], NeighbourAttention(sources.to(device), valid.to(device))):
         yield
 
 
@@ -232,15 +233,17 @@ def denoise(
     request: TextureRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    preview: LivePreview | None = None,
 ) -> list[Image.Image]:
     """Run a texture job (its seed chosen) with a pipeline's components and `controlnets` (one per
-    control of a view, in order): one image per view, in the views' order. Raises JobCancelled when
+    control of a view, in order): one image per view, in the views' order. `preview` gets each
+    step's fused clean latents (the views' x0, as they agree). Raises JobCancelled when
     should_cancel() turns true, RequestRefused for a scheduler or model it cannot run."""
     settings, scheduler = request.settings, pipeline.scheduler
     scales = noise_scales(scheduler)
     if pipeline.unet.config.in_channels != pipeline.vae.config.latent_channels:
         raise RequestRefused("synchronized texture jobs need a regular checkpoint, not an inpainting one")
-    device = pipeline.unet.device
+    device = execution_device(pipeline)
     guided = settings.guidance_scale > 1
     conditioning = _prompt_conditioning(pipeline, request, guided)
     controls = _Controls.of(pipeline, controlnets, request, guided)
@@ -256,7 +259,7 @@ def denoise(
     timesteps = scheduler.timesteps
     eta = SCHEDULERS[settings.scheduler].call_options.get("eta", 0.0)
     step_options = pipeline.prepare_extra_step_kwargs(generator, eta)
-    with neighbour_attention(pipeline.unet, request, guided):
+    with neighbour_attention(pipeline.unet, request, guided, device):
         for index, timestep in enumerate(timesteps):
             if should_cancel and should_cancel():
                 raise JobCancelled()
@@ -267,8 +270,16 @@ def denoise(
             latents = scheduler.step((latents - signal * clean) / spread, timestep, latents, **step_options).prev_sample
             if on_step:
                 on_step(index + 1, len(timesteps))
+            if preview:
+                preview.after_step(index + 1, len(timesteps), lambda: clean)
     # Multistep schedulers end on a mix of the last predictions: fused once more, the views agree exactly.
     return _decode(pipeline, synchronize(latents, texel_map, request.exponent_end))
+
+
+def execution_device(pipeline) -> torch.device:
+    """Where the pipeline's models run: their device, or with model CPU offload (--low-vram) the
+    GPU each is moved to for its forward while it is kept on the CPU."""
+    return pipeline._execution_device
 
 
 def _is_sdxl(pipeline) -> bool:
@@ -278,7 +289,7 @@ def _is_sdxl(pipeline) -> bool:
 def _prompt_conditioning(pipeline, request: TextureRequest, guided: bool) -> dict:
     """The UNet's and ControlNets' prompt arguments for every view (the negative prompt's first with
     guidance): CLIP hidden states, and for SDXL its pooled text embedding and size ids."""
-    settings, count, device = request.settings, len(request.views), pipeline.unet.device
+    settings, count, device = request.settings, len(request.views), execution_device(pipeline)
     encoded = pipeline.encode_prompt(
         settings.prompt, device=device, num_images_per_prompt=count, do_classifier_free_guidance=guided,
         negative_prompt=settings.negative_prompt or None,
@@ -315,7 +326,7 @@ class _Controls:
         for index in range(len(request.views[0].controls)):
             images = [fit(view.controls[index].image, settings.width, settings.height) for view in request.views]
             condition = pipeline.control_image_processor.preprocess(images, height=settings.height, width=settings.width)
-            condition = condition.to(pipeline.unet.device, pipeline.unet.dtype)
+            condition = condition.to(execution_device(pipeline), pipeline.unet.dtype)
             conditions.append(torch.cat([condition, condition]) if guided else condition)
         union_modes = None
         if controlnets and is_union(controlnets):

@@ -19,6 +19,7 @@ from .texture_request import LATENT_FACTOR, TextureRequest
 # The fields a texture job shares with an ordinary job (same meaning, bounds and defaults).
 SHARED_FIELDS = (
     "model", "loras", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "scheduler", "width", "height",
+    "preview_every",
 )
 _TRIPLE_BYTES = 3 * 4  # u, v, c as little-endian float32
 MAX_NEIGHBOURS = 4  # views one view's self-attention also reads

@@ -1,11 +1,13 @@
 """Synchronized texture jobs (POST /v1/texture-jobs) through real HTTP against the live tiny-model
 server: the views agree, the job reports, cancels and is refused like any other."""
 import base64
+import io
 
 import httpx
 import numpy as np
 import pytest
 from live_server import running_server
+from PIL import Image
 from server_helpers import fetch_image, field_error, png_base64, read_events, run_job, wait_finished, wait_running
 
 
@@ -118,6 +120,44 @@ def test_neighbour_attention_changes_the_views(client):
     assert status["parameters"]["texture"]["neighbours"] == [[1], [0]]
     together = view_images(client, status)
     assert all(np.abs(view - alone_view).max() >= 1 for view, alone_view in zip(together, alone))
+
+
+def previews_of(events: list[tuple[str, dict]]) -> list[dict]:
+    return [data for name, data in events if name == "preview"]
+
+
+def test_a_texture_job_previews_its_first_view_forming(client):
+    body = texture_job(correspondence(0, COLUMNS), correspondence(0, COLUMNS), steps=6, scheduler="euler",
+                       preview_every=2)
+    job_id = submit_texture(client, body)
+    events = read_events(client, job_id)
+    assert [(data["step"], data["total"], data["width"], data["height"]) for data in previews_of(events)] == [
+        (2, 6, WIDTH, HEIGHT), (4, 6, WIDTH, HEIGHT)]
+    status = events[-1][1]
+    assert status["state"] == "done", status["error"]
+    assert status["preview_step"] == 4 and status["parameters"]["preview_every"] == 2
+    assert status["parameters"]["preview_decoder"] in ("linear", "taesd")
+    response = client.get(f"/v1/jobs/{job_id}/preview")
+    assert response.status_code == 200 and response.headers["x-preview-step"] == "4"
+    assert Image.open(io.BytesIO(response.content)).size == (WIDTH, HEIGHT)
+
+
+def test_a_texture_jobs_preview_is_its_first_views_and_changes_no_image(client):
+    """Three views seeing apart parts of the texture (so each forms from its own noise alone): the
+    job [A, B] previews what [A, C] previews, not what [B, A] does; previews off, the same images."""
+    a, b, c = (correspondence(first, 4 * COLUMNS) for first in (0, 3 * COLUMNS // 2, 3 * COLUMNS))
+
+    def last_preview(*views: str) -> np.ndarray:
+        events = read_events(client, submit_texture(client, texture_job(*views, steps=6, preview_every=5)))
+        assert events[-1][1]["state"] == "done", events[-1][1]["error"]
+        (preview,) = previews_of(events)
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(preview["image"]))), dtype=np.float32)
+
+    first_a, also_a, first_b = last_preview(a, b), last_preview(a, c), last_preview(b, a)
+    assert np.abs(first_a - also_a).mean() < 0.1 * np.abs(first_a - first_b).mean()
+    images = [view_images(client, wait_finished(client, submit_texture(client, texture_job(a, b, preview_every=every))))
+              for every in (0, 1)]
+    assert all(np.array_equal(plain, previewed) for plain, previewed in zip(*images))
 
 
 def long_texture_job() -> dict:
