@@ -36,24 +36,35 @@ def start_frames(scene, server_url, token):
     paths = frame_paths(scene, frames)  # named after this file, not the copy
     arguments = ["--scene", scene.name, "--frames", f"{frames.start}-{frames.stop - 1}",
                  "--out", os.path.dirname(paths[0]), "--server", server_url]
-    return run_in_background("generate", arguments, paths, token)
+    return run_in_background("generate", arguments, paths, token, scene.sd_blender.use_previews)
 
 
-def run_in_background(command, arguments, paths, token, **batch_options):
+def run_in_background(command, arguments, paths, token, previews, **batch_options):
     """The command line's `command` run on a copy of the file as it is now (unsaved changes
-    included) by a background process; returns a FrameBatch watching it write `paths`."""
+    included) by a background process; returns a FrameBatch watching it write `paths` (and, with
+    `previews`, the live previews it writes next to the copy: both go when the process ends)."""
     blend_name = os.path.basename(bpy.data.filepath) or "untitled.blend"
     copy_folder = tempfile.mkdtemp(prefix=f"sd_blender_{command}_")
     copy = os.path.join(copy_folder, blend_name)
     save_copy_whole(copy)
     arguments = [command, copy, *arguments]
+    previews_folder = os.path.join(copy_folder, "previews") if previews else None
+    if previews:
+        arguments += ["--previews", previews_folder]
     # The token goes in the environment, not on the command line where other users see it.
     environment = {**os.environ, "SD_BLENDER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    process = _command_line_process(arguments, environment)
+    return FrameBatch(process, paths, environment, temporary_folder=copy_folder, previews=previews_folder,
+                      **batch_options).start()
+
+
+def _command_line_process(arguments, environment):
+    """The process running the add-on's command line with `arguments` in a background Blender
+    (`environment` made to find this package where Blender is a Python module)."""
     if bpy.app.binary_path:  # Blender's own binary, in the background, with this add-on's command
-        process = [bpy.app.binary_path, "--background", "--command", "sd_blender", *arguments]
-    else:  # Blender as a Python module (no binary): that Python, with this package
-        package_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # sd_blender/
-        paths_before = [environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []
-        environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package_folder), *paths_before])
-        process = [sys.executable, "-m", os.path.basename(package_folder), *arguments]
-    return FrameBatch(process, paths, environment, temporary_folder=copy_folder, **batch_options).start()
+        return [bpy.app.binary_path, "--background", "--command", "sd_blender", *arguments]
+    # Blender as a Python module (no binary): that Python, with this package
+    package_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # sd_blender/
+    paths_before = [environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else []
+    environment["PYTHONPATH"] = os.pathsep.join([os.path.dirname(package_folder), *paths_before])
+    return [sys.executable, "-m", os.path.basename(package_folder), *arguments]

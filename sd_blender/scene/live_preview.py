@@ -1,5 +1,6 @@
-"""A running generation's latest preview in the image "SD Preview": any Image Editor can show it,
-and the panel draws its thumbnail under the progress bar."""
+"""The latest preview of a running generation (or of a background batch's job) in the image
+"SD Preview": any Image Editor can show it, and the panel draws its thumbnail under the progress
+bar."""
 import bpy
 
 from .passes import image_of_pixels

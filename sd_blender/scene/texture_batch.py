@@ -59,7 +59,7 @@ def start_texture(scene, objects, server_url, token):
     if uv_name:
         arguments += ["--uv", uv_name]
     paths = [view_path(out, stem, index) for index in range(count)]
-    batch = run_in_background("texture", arguments, paths, token, unit="view", again=AGAIN)
+    batch = run_in_background("texture", arguments, paths, token, settings.use_previews, unit="view", again=AGAIN)
     return batch, os.path.join(out, f"{stem}_texture_report.json")
 
 

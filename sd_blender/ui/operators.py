@@ -5,11 +5,10 @@ from dataclasses import dataclass
 import bpy
 
 from ..core.client import ServerClient
-from ..core.job import DONE, GenerationJob, Preview
+from ..core.job import DONE, GenerationJob
 from ..scene import depth_range
 from ..scene.apply import apply_results, film_transparent_note
 from ..scene.jobs import start_job
-from ..scene.live_preview import show_preview
 from ..scene.passes import PASS_KINDS, PASSES, PassError, render_control_images, show_in_blender
 from ..scene.request import family_problem, generation_size, pass_options, request_pass_kinds
 from . import state
@@ -28,24 +27,11 @@ class ActiveGeneration:
     object_names: tuple
     outcome: str = ""  # set once the result was applied (or could not be)
     file_changed: bool = False  # another file was opened while the job ran: its result is saved, not applied
-    shown_preview: Preview | None = None  # the job's preview in the image "SD Preview"
 
 
 def poll_generation():
     """bpy.app.timers callback: None stops the timer."""
-    return state.generation.poll(_snapshot_with_preview_shown, finish_generation)
-
-
-def _snapshot_with_preview_shown(active):
-    """The job's snapshot, its newest preview put into the image "SD Preview" first (not into
-    another file opened meanwhile)."""
-    snapshot = active.job.snapshot()
-    if snapshot.preview is not active.shown_preview and not active.file_changed:
-        show_preview(snapshot.preview)
-        active.shown_preview = snapshot.preview
-        for area in areas("IMAGE_EDITOR"):  # an editor showing "SD Preview" draws the new one at once
-            area.tag_redraw()
-    return snapshot
+    return state.generation.poll(lambda active: active.job.snapshot(), finish_generation)
 
 
 def is_running():

@@ -178,18 +178,20 @@ class SDBLENDER_PT_animation(_SubPanel, bpy.types.Panel):
 
 
 def _draw_preview(layout, snapshot):
-    """The running job's latest preview (the image "SD Preview"), once it has one."""
+    """The running work's latest preview (the image "SD Preview"), once it has one."""
     icon = preview_icon() if snapshot.preview is not None else None
     if icon is not None:
         layout.template_icon(icon_value=icon, scale=PREVIEW_SCALE)
 
 
 def _draw_batch_progress(layout, batch, cancel_operator):
-    """A background process's progress bar ("frame N of M: ...") and its cancel button."""
+    """A background process's progress bar ("frame N of M: ..."), its cancel button and its
+    latest preview."""
     snapshot = batch.snapshot()
     row = layout.row(align=True)
     row.progress(factor=snapshot.fraction, type="BAR", text=snapshot.message)
     row.operator(cancel_operator, text="", icon="CANCEL")
+    _draw_preview(layout, snapshot)
 
 
 def _draw_unit(layout, unit):

@@ -1,7 +1,10 @@
 """Work that runs away from the UI thread (a worker thread, a background process) and that a
 timer on the UI thread watches: one piece at a time of each kind, kept after it ended so the
-panel can show its outcome. The pieces of work themselves are runtime state (state.py)."""
+panel can show its outcome, its newest live preview shown in the image "SD Preview" while it runs.
+The pieces of work themselves are runtime state (state.py)."""
 import bpy
+
+from ..scene.live_preview import show_preview
 
 
 class Watched:
@@ -12,26 +15,38 @@ class Watched:
         self.active = None
         self.interval = interval
         self._timer = None
+        self._shown_preview = None  # the active work's preview in the image "SD Preview"
 
     def start(self, active, timer):
         """Watch `active` with `timer`, a bpy.app.timers callback that calls poll()."""
-        self.active, self._timer = active, timer
+        self.active, self._timer, self._shown_preview = active, timer, None
         # Persistent: the work goes on (and its files are written) when another file is opened.
         bpy.app.timers.register(timer, first_interval=self.interval, persistent=True)
 
     def poll(self, snapshot_of, finish):
         """One tick of the timer: the seconds until the next, or None once the work has ended and
-        finish(active, snapshot) has brought it into Blender and said how that went."""
+        finish(active, snapshot) has brought it into Blender and said how that went. The snapshot's
+        newest `preview` goes into the image "SD Preview" first."""
         active = self.active
         if active is None:
             return None
         snapshot = snapshot_of(active)
+        self._show_newest_preview(snapshot.preview, active.file_changed)
         redraw_sidebars()
         if not snapshot.finished:
             return self.interval
         active.outcome = finish(active, snapshot)
         print(f"sd_blender: {active.outcome}")
         return None
+
+    def _show_newest_preview(self, preview, file_changed):
+        """A preview not shown yet into "SD Preview" (not into another file opened meanwhile)."""
+        if preview is self._shown_preview or file_changed:
+            return
+        show_preview(preview)
+        self._shown_preview = preview
+        for area in areas("IMAGE_EDITOR"):  # an editor showing "SD Preview" draws the new one at once
+            area.tag_redraw()
 
     def file_opened(self):
         """Running work belongs to the file it started in; finished work is forgotten."""

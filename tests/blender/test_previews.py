@@ -1,7 +1,11 @@
 """Live previews in Blender: while Generate's job runs on the live tiny-model server, its timer
 puts each new preview into the image "SD Preview" and the panel draws it; the command line writes
-them to a folder with --previews. Waits on the job's states (a preview there, a newer one), never
-on time: each job is long enough to show several previews and is cancelled once they were seen."""
+them to a folder with --previews, and so do the background processes of Generate Frames and
+Generate Texture, whose timers show them the same way. Waits on the work's states (a preview there,
+a newer one), never on time: each job is long enough to show several previews and is cancelled
+once they were seen."""
+import json
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +16,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from sd_blender.scene.request import prepare_request
-from sd_blender.ui import operators, panels, state
+from sd_blender.ui import frames, operators, panels, state, texture
 from stand_in_layout import draw
 from timers import run_timer_until_done
 from waiting import wait_for
@@ -26,14 +30,15 @@ def long_job_settings(scene):
     settings.width, settings.height, settings.steps = 256, 256, LONG_STEPS
 
 
-def next_preview(job, after=None):
-    """The job's first preview, or the first one newer than `after`, once the worker fetched it."""
+def next_preview(work, after=None):
+    """The first preview of the work (a job, a background batch), or the first one newer than
+    `after`, once its worker fetched it (or its watcher read it)."""
     def new(preview):
         return preview is not None and preview is not after
 
-    wait_for(lambda: new(job.snapshot().preview) or job.snapshot().finished, "a new preview")
-    assert new(job.snapshot().preview), job.snapshot().message  # the job ended before one came
-    return job.snapshot().preview
+    wait_for(lambda: new(work.snapshot().preview) or work.snapshot().finished, "a new preview")
+    assert new(work.snapshot().preview), work.snapshot().message  # the work ended before one came
+    return work.snapshot().preview
 
 
 def image_rgb(image):
@@ -67,6 +72,43 @@ def test_the_timer_shows_each_new_preview_in_sd_preview_and_the_panel_draws_it(s
     assert run_timer_until_done().job.snapshot().state == "cancelled"
 
 
+def assert_the_timer_shows_the_previews(batch, poll, panel):
+    """While the background batch runs, its timer (`poll`) puts its newest previews into
+    "SD Preview" and `panel` draws it; returns the folder the batch's previews were in."""
+    first = next_preview(batch)
+    assert poll() is not None  # the timer goes on: the batch runs
+    image = bpy.data.images["SD Preview"]
+    assert np.array_equal(image_rgb(image), first.pixels[:, :, :3])
+    assert ("icon", image.preview.icon_id) in draw(panel)
+    second = next_preview(batch, after=first)
+    poll()
+    assert np.array_equal(image_rgb(image), second.pixels[:, :, :3])
+    return batch.temporary_folder
+
+
+def test_generate_frames_shows_the_background_jobs_previews(saved_scene):
+    long_job_settings(saved_scene)
+    saved_scene.frame_start = saved_scene.frame_end = 1
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    batch = state.frame_batch.active.batch
+    folder = assert_the_timer_shows_the_previews(batch, frames.poll_frames, panels.SDBLENDER_PT_generate)
+    bpy.ops.sd_blender.cancel_frames()
+    wait_for(lambda: frames.poll_frames() is None, "the frames stopped")
+    assert batch.snapshot().state == "cancelled" and not os.path.exists(folder)  # previews gone with the copy
+
+
+def test_generate_texture_shows_the_background_jobs_previews(saved_scene):
+    long_job_settings(saved_scene)
+    saved_scene.sd_blender.texture_views, saved_scene.sd_blender.texture_size = 2, "512"
+    bpy.data.objects["Sphere"].select_set(True)
+    assert bpy.ops.sd_blender.generate_texture() == {"FINISHED"}
+    batch = state.texture_batch.active.batch
+    folder = assert_the_timer_shows_the_previews(batch, texture.poll_texture, panels.SDBLENDER_PT_texture)
+    bpy.ops.sd_blender.cancel_texture()
+    wait_for(lambda: texture.poll_texture() is None, "the texture stopped")
+    assert batch.snapshot().state == "cancelled" and not os.path.exists(folder)
+
+
 def test_previews_off_asks_the_server_for_none(saved_scene):
     assert prepare_request(saved_scene)["preview_every"] == 3
     saved_scene.sd_blender.use_previews = False
@@ -75,6 +117,18 @@ def test_previews_off_asks_the_server_for_none(saved_scene):
     snapshot = run_timer_until_done().job.snapshot()
     assert snapshot.state == "done", snapshot.message
     assert snapshot.preview is None and "SD Preview" not in bpy.data.images
+
+
+def test_generate_frames_with_previews_off_asks_the_server_for_none(saved_scene, tmp_path):
+    saved_scene.sd_blender.use_previews = False
+    saved_scene.frame_start = saved_scene.frame_end = 1
+    assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    batch = state.frame_batch.active.batch
+    wait_for(lambda: frames.poll_frames() is None, "the frames done")
+    assert batch.snapshot().state == "done", batch.snapshot().message
+    with Image.open(batch.frame_paths[0]) as frame:
+        assert json.loads(frame.text["sd_blender"])["preview_every"] == 0
+    assert "SD Preview" not in bpy.data.images
 
 
 def generate_with_previews(tmp_path, server, *arguments):
