@@ -215,14 +215,15 @@ def _png_base64(pixels):
 
 def synchronized_body(scene, cameras, bodies, targets):
     """The body of POST /v1/texture-jobs from the views' own job bodies: their controls, and what
-    each latent pixel of each view sees of the texture."""
+    each latent pixel of each view sees of the texture (the live previews, of the first view, as the
+    first view's body asks)."""
     width, height = bodies[0]["width"], bodies[0]["height"]
     grid = math.ceil(math.sqrt(len(targets)))
     correspondences = [
         _atlas_correspondence(see(scene, camera, targets, width // LATENT_SCALE, height // LATENT_SCALE).maps, grid)
         for camera in cameras
     ]
-    left_out = ("controls", "num_images", "guess_mode", "init_image", "strength", "preview_every")
+    left_out = ("controls", "num_images", "guess_mode", "init_image", "strength")
     body = {key: value for key, value in bodies[0].items() if key not in left_out}
     # One latent texel per latent pixel of a view across the whole UV square: finer textures keep
     # more of each view's detail, coarser ones make the views agree more (measured: docs/texturing.md).

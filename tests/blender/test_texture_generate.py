@@ -92,29 +92,37 @@ def test_synchronized_views_agree_far_better_than_independent_ones(cube_file, tm
     assert agreement["synchronized"] * 3 <= agreement["independent"], agreement
 
 
-def texture_previews(cube_file, tmp_path, mode):
-    """`texture` in `mode` with 4 steps a job (a preview after step 3) and --previews; the names of
-    the preview files written, and the first view's recorded parameters."""
+PREVIEW_STEPS = 24  # a job long enough for its worker to see a preview announced while it runs
+
+
+def texture_previews(cube_file, tmp_path, mode, side):
+    """`texture` in `mode` with views side × side and --previews; the jobs' stems and steps that
+    the preview files written are named after, and the first view's recorded parameters."""
     out, previews = tmp_path / "out", tmp_path / "previews"
-    assert texture(cube_file, out, "--views", "2", "--mode", mode, "--steps", "4", "--previews", str(previews)) == 0
-    names = sorted(path.name for path in previews.iterdir())
-    for name in names:
-        with Image.open(previews / name) as png:
-            assert max(png.size) <= 64, name
-    return names, json.loads(Image.open(out / "cube_Scene_view_01.png").text["sd_blender"])
+    assert texture(cube_file, out, "--views", "2", "--mode", mode, "--steps", str(PREVIEW_STEPS),
+                   "--size", str(side), str(side), "--previews", str(previews)) == 0
+    written = []
+    for path in sorted(previews.iterdir()):
+        stem, step = re.fullmatch(r"preview_(.+)_(\d+)\.png", path.name).groups()
+        assert int(step) % 3 == 0 and 0 < int(step) < PREVIEW_STEPS, path.name
+        with Image.open(path) as png:
+            assert max(png.size) <= side, path.name
+        written.append((stem, int(step)))
+    return written, json.loads(Image.open(out / "cube_Scene_view_01.png").text["sd_blender"])
 
 
 def test_sequential_views_write_their_previews_named_after_each_job(cube_file, tmp_path):
-    names, recorded = texture_previews(cube_file, tmp_path, "sequential")
+    written, recorded = texture_previews(cube_file, tmp_path, "sequential", 64)
     assert recorded["preview_every"] == 3
-    assert "preview_cube_Scene_view_01_3.png" in names
-    assert all(re.fullmatch(r"preview_cube_Scene_view_\d\d(_generate|_refine)?_3\.png", name) for name in names), names
+    stems = {stem for stem, _ in written}
+    assert "cube_Scene_view_01" in stems, written
+    assert all(re.fullmatch(r"cube_Scene_view_\d\d(_generate|_refine)?", stem) for stem in stems), written
 
 
 def test_a_synchronized_job_writes_the_previews_of_its_first_view(cube_file, tmp_path):
-    names, recorded = texture_previews(cube_file, tmp_path, "synchronized")
+    written, recorded = texture_previews(cube_file, tmp_path, "synchronized", 128)  # a texture of 16² latents
     assert recorded["preview_every"] == 3
-    assert "preview_cube_Scene_views_3.png" in names, names
+    assert "cube_Scene_views" in {stem for stem, _ in written}, written
 
 
 def test_a_last_view_is_aimed_at_what_no_view_saw(cube_file, tmp_path):
