@@ -5,7 +5,7 @@ import os
 import re
 import threading
 
-from .files import write_whole
+from .files import remove_if_there, write_whole
 from .job import Preview
 from .png import decode_png
 
@@ -19,7 +19,8 @@ def write_preview(folder, stem, preview):
 
 class PreviewFolder:
     """The newest preview in a folder that write_preview writes to: the one written last (the
-    higher step when written in the same clock tick), each read and decoded once."""
+    higher step when written in the same clock tick), each read and decoded once. The older ones
+    are removed as it goes, so a long batch's folder holds a few files, not every preview."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -31,22 +32,31 @@ class PreviewFolder:
         """The newest preview (core.job.Preview), or None before the first. The last one read stays
         while no newer one can be read (the folder removed included)."""
         with self._lock:
-            key = self._newest_key()
-            if key is not None and key != self._key:
-                try:
-                    with open(os.path.join(self.folder, key[2]), "rb") as file:
-                        png = file.read()
-                    self._preview = Preview(key[1], png, decode_png(png, f"the preview {key[2]}"))
-                    self._key = key
-                except (OSError, ValueError):
-                    pass
+            keys = self._keys()
+            newest = max(keys, default=None)
+            if newest is not None and newest != self._key:
+                self._read(newest)
+            if newest is not None and newest == self._key:  # read: the ones before it are done with
+                for older in keys:
+                    if older != newest:
+                        remove_if_there(os.path.join(self.folder, older[2]))
             return self._preview
 
-    def _newest_key(self):
+    def _read(self, key):
+        """The preview of `key` read and decoded; one that cannot be (gone, or not a PNG) leaves the last."""
+        _, step, name = key
+        try:
+            with open(os.path.join(self.folder, name), "rb") as file:
+                png = file.read()
+            self._preview, self._key = Preview(step, png, decode_png(png, f"the preview {name}")), key
+        except (OSError, ValueError):
+            pass
+
+    def _keys(self):
+        """(written at, step, name) of each preview in the folder."""
         try:
             with os.scandir(self.folder) as entries:
-                keys = [(entry.stat().st_mtime_ns, int(match["step"]), entry.name)
+                return [(entry.stat().st_mtime_ns, int(match["step"]), entry.name)
                         for entry in entries if (match := _PREVIEW_NAME.fullmatch(entry.name))]
         except OSError:  # not made yet, or removed (a file among them too)
-            return None
-        return max(keys, default=None)
+            return []

@@ -75,7 +75,7 @@ def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
     assert snapshot.message == "cancelled: 0 of 2 frames done and kept; generating the frames again goes on from there"
 
 
-def test_the_newest_whole_preview_is_read_back_and_goes_with_the_temporary_folder(tmp_path):
+def test_the_newest_whole_preview_is_read_back_the_older_removed_and_all_go_with_the_temporary_folder(tmp_path):
     temporary, stalled = tmp_path / "batch", tmp_path / "stalled"
     previews = temporary / "previews"
     previews.mkdir(parents=True)
@@ -89,6 +89,7 @@ def test_the_newest_whole_preview_is_read_back_and_goes_with_the_temporary_folde
     preview = batch.snapshot().preview  # step 6, not the third one, half there
     assert preview.step == 6 and np.array_equal(preview.pixels, np.full((6, 4, 3), 60, np.uint8))
     assert batch.snapshot().preview is preview  # read once: the timer shows it once
+    assert "preview_shot_Scene_0001_3.png" not in os.listdir(previews)  # read past: removed
     batch.cancel()
     snapshot = batch.wait(30)
     assert snapshot.state == CANCELLED and not temporary.exists()
