@@ -16,7 +16,8 @@ Defaults (`--no-fast-defaults` turns them all off; `--channels-last`, `--fused-q
 
 Opt-in:
 - compile: torch.compile of the UNet, each ControlNet and the VAE decoder, shapes static
-  (dynamic=False): one graph per size and batch, compiled on its first job (logged). Mode
+  (dynamic=False): one graph per size and batch, compiled on its first job (logged). A ControlNet's
+  step window and its weight stay out of its graph (controlnet_window.compile_in_window). Mode
   max-autotune-no-cudagraphs on CUDA, default elsewhere; `compile_mode` chooses another
   (reduce-overhead: CUDA graphs). Jobs with LoRAs run eager: each LoRA and weight would compile
   anew. Not combined with model CPU offload, whose hooks move weights inside the forward.
@@ -34,6 +35,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
 
 from .config import AccelerationOptions
+from .controlnet_window import compile_in_window
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +123,17 @@ class Accelerator:
             vae.enable_tiling()
             vae.enable_slicing()
         if self.settings.compile_mode:
+            self._compile(unet)
             self._compile(vae.decoder)
         self._sizes_compiled.clear()
 
     def prepare_controlnet(self, controlnet: torch.nn.Module) -> torch.nn.Module:
-        """Apply the settings to a ControlNet, once (the runner keeps its ControlNets)."""
+        """Apply the settings to a ControlNet, once (the runner keeps its ControlNets). Compiled
+        within its step window (controlnet_window.compile_in_window)."""
         if not getattr(controlnet, "_sd_blender_accelerated", False):
             self._prepare_denoiser(controlnet)
+            if self.settings.compile_mode:
+                compile_in_window(controlnet, self.settings.compile_mode)
             if self.settings.cpu_offload:
                 controlnet.to("cpu")
             controlnet._sd_blender_accelerated = True
@@ -138,8 +144,6 @@ class Accelerator:
             model.to(memory_format=torch.channels_last)
         if self.settings.fused_qkv:
             model.fuse_qkv_projections()
-        if self.settings.compile_mode:
-            self._compile(model)
 
     def _compile(self, module: torch.nn.Module) -> None:
         """torch.compile in place: the module stays the object the pipelines, LoRAs and attention

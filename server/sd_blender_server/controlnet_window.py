@@ -9,7 +9,12 @@ the images stay the stock pipeline's.
 The zeros have exactly the shapes the forward would give, worked out from the model's config and
 the input's size (see `residual_shapes`), in the input's dtype, on its device. The forward is
 replaced on the model instance only: LoRAs, attention processors (cross_frame.py) and patched
-convolutions (tiling.py) act inside the real forward, which runs whenever the scale is not zero.
+convolutions (tiling.py) act inside the real forward (`forward_in_window` on the instance), which
+runs whenever the scale is not zero.
+
+`compile_in_window` compiles that real forward only (--compile): the window's test stays outside
+the graph, which would otherwise hold a branch for each side of the window and a graph for each
+conditioning scale, compiled anew whenever a control's weight changes.
 """
 from __future__ import annotations
 
@@ -28,10 +33,10 @@ def skip_when_unscaled(controlnet: ControlNetModel | ControlNetUnionModel) -> Co
     forward also takes the control types of a guess-mode batch (see _one_row_per_sample)."""
     if getattr(controlnet.forward, "skips_when_unscaled", False):
         return controlnet
-    real_forward = controlnet.forward
-    signature = inspect.signature(real_forward)
+    controlnet.forward_in_window = controlnet.forward
+    signature = inspect.signature(controlnet.forward)
 
-    @functools.wraps(real_forward)
+    @functools.wraps(controlnet.forward)
     def forward(*args, **kwargs):
         call = signature.bind(*args, **kwargs)
         call.apply_defaults()
@@ -40,11 +45,36 @@ def skip_when_unscaled(controlnet: ControlNetModel | ControlNetUnionModel) -> Co
             return _zero_residuals(controlnet.config, options["sample"], options["return_dict"])
         if isinstance(controlnet, ControlNetUnionModel):
             options["control_type"] = _one_row_per_sample(options["control_type"], options["sample"])
-        return real_forward(*call.args, **call.kwargs)
+        return controlnet.forward_in_window(**options)  # every parameter by name: ControlNets take no *args
 
     forward.skips_when_unscaled = True
     controlnet.forward = forward
     return controlnet
+
+
+def compile_in_window(controlnet: ControlNetModel | ControlNetUnionModel, mode: str) -> None:
+    """torch.compile (static shapes) of the ControlNet's real forward, within skip_when_unscaled's
+    window (installed here when it is not yet). Its conditioning scales go in as tensors, so one
+    graph serves every weight (a number is a constant of the graph: each value would compile anew)."""
+    skip_when_unscaled(controlnet)
+    compiled = torch.compile(controlnet.forward_in_window, mode=mode, dynamic=False)
+    union = isinstance(controlnet, ControlNetUnionModel)
+
+    def forward_in_window(conditioning_scale, **options):
+        scale = _scale_tensors(conditioning_scale, options["sample"].device)
+        if union and isinstance(scale, torch.Tensor):  # a Union takes one number, else a list
+            scale = [scale] * len(options["controlnet_cond"])
+        return compiled(conditioning_scale=scale, **options)
+
+    controlnet.forward_in_window = forward_in_window
+
+
+def _scale_tensors(scale, device: torch.device):
+    """A conditioning scale (a number, a tensor, a list of either) with its numbers as float32
+    tensors on `device`."""
+    if isinstance(scale, Sequence):
+        return [_scale_tensors(item, device) for item in scale]
+    return scale if isinstance(scale, torch.Tensor) else torch.tensor(float(scale), device=device)
 
 
 def _zero_residuals(config, sample: torch.Tensor, return_dict: bool):

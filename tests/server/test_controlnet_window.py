@@ -260,3 +260,28 @@ def test_installing_twice_wraps_once(tiny_cache):
 )
 def test_zero_scales(scale, zero):
     assert is_zero(scale) is zero
+
+
+@pytest.mark.parametrize("name", ["tiny", "toy union"])
+def test_a_compiled_controlnet_compiles_once_for_every_weight_and_keeps_its_window(tiny_cache, toy_models, name):
+    """--compile: the window's test and the weight stay out of the ControlNet's graph, so a weight
+    changed (or a window opening) reuses the graph, and outside the window nothing runs. Residuals
+    as the eager model's, within float tolerance."""
+    from torch._dynamo.utils import counters
+
+    from sd_blender_server.controlnet_window import compile_in_window
+
+    eager, compiled = (load_controlnets(tiny_cache, toy_models)[name].eval() for _ in range(2))
+    inputs = controlnet_inputs(eager, 2, 8, 8)
+    compile_in_window(compiled, "default")
+    runs, real_forward = [], compiled.forward_in_window
+    compiled.forward_in_window = lambda **options: runs.append(options["conditioning_scale"]) or real_forward(**options)
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        for scale in (1.0, 0.0, 0.5, 0.8, 0.0):
+            down, middle = compiled(**inputs, conditioning_scale=scale)
+            eager_down, eager_middle = eager(**inputs, conditioning_scale=scale)
+            for got, want in zip([*down, middle], [*eager_down, eager_middle]):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] - graphs == 1
+    assert runs == [1.0, 0.5, 0.8]
