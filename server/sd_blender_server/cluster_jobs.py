@@ -120,8 +120,7 @@ class ClusterJobs(JobTable):
         where = f"replica {job.replica}" if job.replica else "the Ray Serve replica it was sent to"
         log.error("job %s lost: %s: %s", job.id, type(error).__name__, error)
         with self._lock:
-            if job.replica in self._replicas:
-                self._replicas[job.replica]["alive"] = False
+            self._stopped(job.replica)
             if not job.finished:
                 self._finish(
                     job, "failed",
@@ -170,6 +169,15 @@ class ClusterJobs(JobTable):
 
     def _seen(self, snapshot: dict) -> None:
         self._replicas[snapshot["replica"]] = {**snapshot, "alive": True}
+
+    def replica_stopped(self, replica: str) -> None:
+        """A replica whose process ended: kept in /health's list, `alive: false`."""
+        with self._lock:
+            self._stopped(replica)
+
+    def _stopped(self, replica: str | None) -> None:
+        if replica in self._replicas:
+            self._replicas[replica]["alive"] = False
 
     def loaded_models(self) -> tuple[frozenset[str], frozenset]:
         """The base models and ControlNets loaded on any live replica."""

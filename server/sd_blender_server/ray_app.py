@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "sd_blender"
 _INGRESS = "Ingress"
 _POLL_SECONDS = 0.02  # how often a replica looks for news of a job it streams
+_WATCH_SECONDS = 2.0  # how often the ingress checks that the replicas it knows are still there
 # What the command line sets for the libraries (--offline, quiet logs), set for every replica too,
 # on whichever machine it runs.
 _CARRIED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_VERBOSITY")
@@ -56,7 +57,8 @@ class Generator:
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
-        await serve.get_deployment_handle(_INGRESS, context.app_name).register.remote(self.snapshot())
+        actor = ray.get_runtime_context().current_actor
+        await serve.get_deployment_handle(_INGRESS, context.app_name).register.remote(self.snapshot(), actor)
 
     def snapshot(self) -> dict:
         """This replica's health: the single server's, and where it runs."""
@@ -108,12 +110,29 @@ class Ingress:
             return streams.options(multiplexed_model_id=model).run.remote(job_id, request, request_ages)
 
         self.jobs = ClusterJobs(GenerationEngine(config), config, open_stream, replicas, max_batch)
+        self._actors: dict = {}  # replica id -> its actor, while it is there
+        self._watching = asyncio.get_running_loop().create_task(self._watch_replicas())
 
     def __serve_build_asgi_app__(self):
         return create_app(self.config, self.jobs)
 
-    async def register(self, snapshot: dict) -> None:
+    async def register(self, snapshot: dict, actor) -> None:
         self.jobs.replica_seen(snapshot)
+        self._actors[snapshot["replica"]] = actor
+
+    async def _watch_replicas(self) -> None:
+        """Mark a replica whose process has ended as stopped in /health, an idle one too (a busy
+        one's job says so at once); the replica Serve starts in its place registers itself."""
+        while True:
+            await asyncio.sleep(_WATCH_SECONDS)
+            for replica, actor in list(self._actors.items()):
+                try:
+                    await actor.__ray_ready__.remote()
+                except ray.exceptions.ActorDiedError:
+                    del self._actors[replica]
+                    self.jobs.replica_stopped(replica)
+                except ray.exceptions.RayError:  # not reachable now (ActorUnavailableError...): asked again
+                    log.debug("replica %s did not answer", replica, exc_info=True)
 
 
 def build_app(config: ServerConfig, replicas: int, gpus_per_replica: float):

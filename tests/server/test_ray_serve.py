@@ -1,6 +1,6 @@
 """The server on Ray Serve with two replicas (a local Ray instance, the tiny model on the CPU): jobs
 spread over the replicas, a second base model loaded by one replica only, and a replica killed in
-the middle of a job. (The API tests run on Ray Serve too: conftest.py's `server`.)"""
+the middle of a job or while idle. (The API tests run on Ray Serve too: conftest.py's `server`.)"""
 import json
 import os
 import signal
@@ -98,6 +98,19 @@ def test_a_replica_killed_mid_job_fails_that_job_only(cluster):
     health = cluster.get("/health")
     assert health.status_code == 200
     assert [entry["alive"] for entry in health.json()["replicas"] if entry["replica"] == replica] == [False]
+
+
+def test_a_replica_killed_while_idle_shows_stopped_and_its_replacement_serves(cluster):
+    wait_for(lambda: len(live_replicas(cluster)) == 2, "two live replicas (Serve replaces a killed one)", timeout=180)
+    victim, survivor = live_replicas(cluster)
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for(lambda: victim["replica"] not in {entry["replica"] for entry in live_replicas(cluster)},
+             "the killed replica shown stopped with no job of it failing")
+    stopped = [entry for entry in cluster.get("/health").json()["replicas"] if entry["replica"] == victim["replica"]]
+    assert [entry["alive"] for entry in stopped] == [False]
+    wait_for(lambda: len(live_replicas(cluster)) == 2, "Serve's new replica registered", timeout=180)
+    assert survivor["replica"] in {entry["replica"] for entry in live_replicas(cluster)}
+    assert run_job(cluster, **SMALL_JOB)["state"] == "done"
 
 
 def test_ray_serves_tools_run_it_from_a_config_file_with_the_servers_flags(tiny_cache, tmp_path):
