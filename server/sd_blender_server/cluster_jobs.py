@@ -5,7 +5,8 @@ here: the ingress hands in the function that opens a job's stream.
 
 A job counts as queued until its replica starts it (waiting in Serve's router, or behind the
 replica's running batch), so the queue bound and Retry-After hold for the whole cluster; the job
-time limit is kept by the replica running the job.
+time limit is kept by the replica running the job. A job whose replica stops fails if it had
+started there, and is sent again if not.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# How many times a job is sent again when the replica it was sent to stops before starting it.
+_RESENDS = 3
 # (job id, request with its seed, RequestClock.ages(), base model name) -> the job's updates from
 # its replica (ray_app.Generator.run), an async iterator whose cancel() stops the job there.
 OpenStream = Callable[[str, "EngineRequest", tuple, str], AsyncIterator[dict]]
@@ -99,22 +102,39 @@ class ClusterJobs(JobTable):
         return status
 
     async def _follow(self, job: RemoteJob, model: str, ages: tuple) -> None:
-        stream = self._open_stream(job.id, job.request, ages, model)
-        job.request = None  # the replica has it now
+        request, job.request = job.request, None  # the replica has it (the ingress keeps no copy)
         try:
-            async for update in stream:
-                with self._lock:
-                    self._apply(job, update)
-        except asyncio.CancelledError:
-            stream.cancel()
-            raise
-        except Exception as error:  # the replica died, or could not be reached
-            self._replica_lost(job, error)
+            for sends_left in range(_RESENDS, -1, -1):
+                stream = self._open_stream(job.id, request, ages, model)
+                try:
+                    async for update in stream:
+                        with self._lock:
+                            self._apply(job, update)
+                    return
+                except asyncio.CancelledError:
+                    stream.cancel()
+                    raise
+                except Exception as error:  # the replica died, or could not be reached
+                    if not (sends_left and self._resend(job, error)):
+                        self._replica_lost(job, error)
+                        return
         finally:
             with self._lock:
                 self._followers.pop(job.id, None)
                 if not job.finished:
                     self._finish(job, "failed", "the replica running this job ended its updates before the job ended")
+
+    def _resend(self, job: RemoteJob, error: Exception) -> bool:
+        """Whether a job its replica had not started yet when the replica was lost is sent again
+        (the job cannot be what stopped it): to a live replica, a new one included."""
+        with self._lock:
+            if job.state != "queued":
+                return False
+            self._stopped(job.replica)
+            log.warning("job %s sent again: replica %s stopped before starting it (%s)", job.id, job.replica,
+                        type(error).__name__)
+            job.replica = None
+            return True
 
     def _replica_lost(self, job: RemoteJob, error: Exception) -> None:
         where = f"replica {job.replica}" if job.replica else "the Ray Serve replica it was sent to"

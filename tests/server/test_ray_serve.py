@@ -113,6 +113,38 @@ def test_a_replica_killed_while_idle_shows_stopped_and_its_replacement_serves(cl
     assert run_job(cluster, **SMALL_JOB)["state"] == "done"
 
 
+@pytest.fixture(scope="module")
+def batching_cluster(tiny_cache):
+    """Two replicas that each take up to two jobs (--max-batch 2): one running, one waiting behind it."""
+    options, env = ray_server_options(replicas=2)
+    with running_server("--device", "cpu", *options, "--max-batch", "2", cache_dir=tiny_cache, env=env) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            yield client
+
+
+def test_a_job_a_killed_replica_had_not_started_is_sent_to_another(batching_cluster):
+    client = batching_cluster
+    # Unlike (their steps differ), so no two run as one batch: one runs on each replica, one waits on either.
+    jobs = [submit(client, **{**LONG_JOB, "steps": LONG_JOB["steps"] - index}) for index in range(3)]
+    wait_for(lambda: started_count(client, jobs) == 2, "a long job running on each replica")
+    statuses = {job_id: client.get(f"/v1/jobs/{job_id}").json() for job_id in jobs}
+    (waiting,) = [job_id for job_id, status in statuses.items() if status["state"] == "queued"]
+    wait_for(lambda: client.get(f"/v1/jobs/{waiting}").json()["replica"], "the waiting job taken by a replica")
+    victim = client.get(f"/v1/jobs/{waiting}").json()["replica"]
+    (doomed,) = [job_id for job_id, status in statuses.items() if status["replica"] == victim and job_id != waiting]
+    (other,) = set(jobs) - {waiting, doomed}
+    (pid,) = [entry["pid"] for entry in live_replicas(client) if entry["replica"] == victim]
+    os.kill(pid, signal.SIGKILL)
+
+    failed = wait_finished(client, doomed)
+    assert failed["state"] == "failed" and f"replica {victim} stopped" in failed["error"]
+    client.delete(f"/v1/jobs/{other}")  # room on the live replica
+    wait_running(client, waiting, timeout=180)
+    resent = client.get(f"/v1/jobs/{waiting}").json()
+    assert resent["state"] in ("running", "done") and resent["replica"] not in (victim, None)
+    cancel_all(client, jobs)
+
+
 def test_ray_serves_tools_run_it_from_a_config_file_with_the_servers_flags(tiny_cache, tmp_path):
     """`serve run` with a Serve config file naming sd_blender_server.ray_app:app_builder and the flags;
     a time limit every job passes (checked before the first step too) holds on the replica."""
