@@ -10,8 +10,9 @@ safetensors in the run's dtype), then the server's own GenerationEngine (the cod
 loads them like any downloaded model and runs one warm-up job and --runs timed jobs: --size
 square, --steps, one ControlNet per --controls type (each its own model, as depth and openpose
 are) ending at --control-end, every image PNG-encoded with its metadata as the server sends it.
-Prints the load time, seconds per image (median and best), denoising steps per second and the
-peak GPU memory.
+Prints the load time, seconds per image (median and best), images and denoising steps per second
+and the peak GPU memory. --compile (and --compile-mode) and --low-vram run the engine as the
+server's flags of those names do.
 
 With --compare the same run also times the plain diffusers pipeline (the stock ControlNet pipeline
 loaded from the same folders, same settings, same seed, no server code: `from_pretrained`, `.to()`,
@@ -45,7 +46,7 @@ sys.path.insert(0, str(REPO_ROOT / "server"))
 
 from sd_blender_server import registry  # noqa: E402
 from sd_blender_server.arguments import quiet_libraries  # noqa: E402
-from sd_blender_server.config import ServerConfig  # noqa: E402
+from sd_blender_server.config import COMPILE_MODES, AccelerationOptions, ServerConfig  # noqa: E402
 from sd_blender_server.engine import GenerationEngine  # noqa: E402
 from sd_blender_server.images import encode_png  # noqa: E402
 from sd_blender_server.model_sources import carried_tokenizers  # noqa: E402
@@ -111,25 +112,28 @@ def timed_job(engine: GenerationEngine, request: GenerationRequest) -> tuple[flo
     started = time.perf_counter()
     result = engine.generate(request)
     for index, image in enumerate(result.images):
-        encode_png(image, result.parameters, index)
+        encode_png(image, result.parameters, index, ServerConfig.png_compression)
     _synchronize(engine.device)
     return time.perf_counter() - started, result.images[0]
 
 
 class ControlNetClock:
     """The ControlNet forward calls that really ran (a skipped one never reaches the conditioning
-    embedding) and the seconds spent in all of them, from module hooks on every ControlNet."""
+    embedding) and the seconds spent in all of them, from module hooks on every ControlNet. Not
+    `enabled` with --compile: the hooks would run inside the compiled graphs (graph breaks)."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, enabled: bool = True):
         self.device = device
+        self.enabled = enabled
         self.calls = 0
         self.seconds = 0.0
         self._started: dict[int, float] = {}
         self._hooks = []
 
     def __enter__(self) -> ControlNetClock:
-        hooks = torch.nn.modules.module
-        self._hooks = [hooks.register_module_forward_pre_hook(self._before), hooks.register_module_forward_hook(self._after)]
+        if self.enabled:
+            hooks = torch.nn.modules.module
+            self._hooks = [hooks.register_module_forward_pre_hook(self._before), hooks.register_module_forward_hook(self._after)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,6 +209,7 @@ class Measured:
     first_seconds: float
     seconds: list[float]
     peak_gib: float | None
+    reserved_gib: float | None
     controlnet_calls: float
     controlnet_seconds: float
     image: Image.Image
@@ -221,20 +226,23 @@ def measure(name: str, job, runs: int, device: str, clock: ControlNetClock) -> M
         torch.cuda.reset_peak_memory_stats()
     clock.reset()
     seconds = [job()[0] for _ in range(runs)]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    return Measured(name, first_seconds, seconds, peak, clock.calls / runs, clock.seconds / runs, image)
+    cuda = device.startswith("cuda")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if cuda else None
+    return Measured(name, first_seconds, seconds, peak, reserved, clock.calls / runs, clock.seconds / runs, image)
 
 
 def report(measured: Measured, steps: int, images: int) -> None:
     median = measured.median
     line = (
         f"{measured.name}: median {median:.2f} s, best {min(measured.seconds):.2f} s over {len(measured.seconds)} runs "
-        f"({steps / median:.1f} steps/s, {median / images:.2f} s an image; first job {measured.first_seconds:.1f} s)"
+        f"({steps / median:.1f} steps/s, {median / images:.3f} s an image, {images / median:.1f} images/s; "
+        f"first job {measured.first_seconds:.1f} s)"
     )
     if measured.controlnet_calls:
         line += f"; ControlNet {measured.controlnet_calls:.0f} forward calls, {measured.controlnet_seconds:.2f} s a job"
     if measured.peak_gib is not None:
-        line += f"; peak GPU memory {measured.peak_gib:.2f} GiB"
+        line += f"; peak GPU memory {measured.peak_gib:.2f} GiB ({measured.reserved_gib:.2f} GiB reserved)"
     print(line)
 
 
@@ -256,6 +264,9 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--compare", action="store_true", help="time the stock diffusers pipeline too, in the same run")
+    parser.add_argument("--compile", action="store_true", help="the engine with torch.compile, as the server's --compile")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, help="(default: the server's for the device)")
+    parser.add_argument("--low-vram", action="store_true", help="the engine with model CPU offload and VAE tiling, as --low-vram")
     parser.add_argument("--work", type=Path, help="where the random model is written (default: a temporary folder)")
     args = parser.parse_args()
     quiet_libraries(debug=False)
@@ -278,11 +289,13 @@ def main() -> int:
     print(
         f"{hardware}, torch {torch.__version__}, diffusers {diffusers.__version__}, {str(dtype).removeprefix('torch.')}: "
         f"{args.family} {size}x{size}, {args.steps} steps ({args.scheduler}), {args.images} image(s) a job, "
-        f"ControlNets: {', '.join(controls) or 'none'} (ending at {args.control_end:g})",
+        f"ControlNets: {', '.join(controls) or 'none'} (ending at {args.control_end:g})"
+        + "".join(f", {flag}" for flag, on in (("--compile", args.compile), ("--low-vram", args.low_vram)) if on),
         flush=True,
     )
 
-    with tempfile.TemporaryDirectory(prefix="sd_blender_generation_bench_") as temporary, ControlNetClock(device) as clock:
+    clock = ControlNetClock(device, enabled=not args.compile)
+    with tempfile.TemporaryDirectory(prefix="sd_blender_generation_bench_") as temporary, clock:
         pipeline_dir, controlnet_dir = build_random_model(args.family, args.work or Path(temporary), dtype, device)
         stock = None
         if args.compare:
@@ -291,8 +304,10 @@ def main() -> int:
             report(stock, args.steps, args.images)
             del pipeline
             free_memory()
+        acceleration = AccelerationOptions(compile=args.compile, compile_mode=args.compile_mode, low_vram=args.low_vram)
         config = ServerConfig(
-            model=str(pipeline_dir), controlnets={kind: str(controlnet_dir) for kind in controls}, device=device, dtype=args.dtype
+            model=str(pipeline_dir), controlnets={kind: str(controlnet_dir) for kind in controls}, device=device, dtype=args.dtype,
+            acceleration=acceleration,
         )
         engine = GenerationEngine(config)
         started = time.perf_counter()
