@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 
 from .job import Preview
@@ -20,7 +19,6 @@ from .preview_files import PreviewFolder
 # After Ctrl-C (SIGINT) the command line cancels its jobs on the server and exits; one that has
 # not exited after this long is terminated.
 CANCEL_GRACE_SECONDS = 15.0
-PREVIEW_POLL_SECONDS = 0.25  # how often the previews folder is looked at while the process runs
 
 RUNNING = "running"
 DONE = "done"
@@ -54,7 +52,6 @@ class FrameBatch:
         writes its live previews to (core.preview_files), None when it writes none."""
         self._command = command
         self._previews = PreviewFolder(previews) if previews else None
-        self._preview = None  # the newest preview read from that folder
         self.frame_paths = tuple(frame_paths)
         self._unit, self._again = unit, again
         self._env = env
@@ -73,8 +70,6 @@ class FrameBatch:
             text=True, errors="replace", env=self._env,
         )
         self._watcher.start()
-        if self._previews:
-            threading.Thread(target=self._follow_previews, name="sd_blender previews", daemon=True).start()
         return self
 
     def cancel(self):
@@ -103,17 +98,10 @@ class FrameBatch:
 
     def snapshot(self):
         frames_done = sum(os.path.exists(path) for path in self.frame_paths)
+        preview = self._previews.newest() if self._previews else None
         with self._lock:
             state, message = self._state, self._message(frames_done)
-            return BatchSnapshot(state, frames_done, len(self.frame_paths), message, self._preview)
-
-    def _follow_previews(self):
-        """Read the newest preview off the UI thread (snapshot() only hands it on) while the process runs."""
-        while not self.finished:
-            preview = self._previews.newest()
-            with self._lock:
-                self._preview = preview
-            time.sleep(PREVIEW_POLL_SECONDS)
+        return BatchSnapshot(state, frames_done, len(self.frame_paths), message, preview)
 
     def _message(self, frames_done):
         count = len(self.frame_paths)
