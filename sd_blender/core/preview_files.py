@@ -3,7 +3,6 @@ DIR/preview_<stem>_<step>.png, each whole (files.write_whole: a file under that 
 half-written), and a background batch's watcher reads the newest back for the panel."""
 import os
 import re
-import threading
 
 from .files import remove_if_there, write_whole
 from .job import Preview
@@ -20,27 +19,26 @@ def write_preview(folder, stem, preview):
 class PreviewFolder:
     """The newest preview in a folder that write_preview writes to: the one written last (the
     higher step when written in the same clock tick), each read and decoded once. The older ones
-    are removed as it goes, so a long batch's folder holds a few files, not every preview."""
+    are removed as it goes, so a long batch's folder holds a few files, not every preview. One
+    thread reads it."""
 
     def __init__(self, folder):
         self.folder = folder
-        self._lock = threading.Lock()
         self._key = None  # (written at, step, name) of the preview read last
         self._preview = None
 
     def newest(self):
         """The newest preview (core.job.Preview), or None before the first. The last one read stays
         while no newer one can be read (the folder removed included)."""
-        with self._lock:
-            keys = self._keys()
-            newest = max(keys, default=None)
-            if newest is not None and newest != self._key:
-                self._read(newest)
-            if newest is not None and newest == self._key:  # read: the ones before it are done with
-                for older in keys:
-                    if older != newest:
-                        remove_if_there(os.path.join(self.folder, older[2]))
-            return self._preview
+        keys = self._keys()
+        newest = max(keys, default=None)
+        if newest is not None and newest != self._key:
+            self._read(newest)
+        if newest is not None and newest == self._key:  # read: the ones before it are done with
+            for older in keys:
+                if older != newest:
+                    remove_if_there(os.path.join(self.folder, older[2]))
+        return self._preview
 
     def _read(self, key):
         """The preview of `key` read and decoded; one that cannot be (gone, or not a PNG) leaves the last."""

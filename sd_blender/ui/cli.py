@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 
 from ..core.client import DEFAULT_SERVER_URL, ServerClient
@@ -255,6 +256,10 @@ def run_generate(args):
 def run(argv):
     """Entry point of both command lines; returns the exit status."""
     args = build_parser().parse_args(argv)
+    # Ctrl-C, and the panel's Cancel (which sends SIGINT), cancel the jobs on the server through
+    # KeyboardInterrupt. A process started with SIGINT ignored (a shell's background job, and all it
+    # starts) or Blender's binary in the background (its handler only flags a break) never raises it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake,
                     "texture": cli_texture.run_texture}

@@ -3,10 +3,12 @@ runs as a Python module; a Blender binary runs `blender -b -c sd_blender generat
 generates the frame range against the live tiny-model server while Blender stays free."""
 import json
 import os
+import signal
 
 import bpy
 import pytest
 
+from sd_blender.core import frame_batch
 from sd_blender.ui import state
 from sd_blender.core.client import ServerClient
 from timers import run_frames_timer_until_done
@@ -76,6 +78,27 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
     assert os.stat(first).st_mtime_ns == first_written  # kept, not generated again
     report = json.loads(open(os.path.join(os.path.dirname(first), "frames_report.json")).read())
     assert report["temporal"] == "warp" and report["warp_strength"] == 0.5
+
+
+def test_cancel_reaches_a_process_started_with_ctrl_c_ignored(frame_range, server, monkeypatch):
+    """Blender started as a shell's background job (`blender &`) ignores SIGINT, and so would the
+    processes it starts: the command line takes Ctrl-C back, so Cancel still cancels the frame on
+    the server (not the process terminated after the grace time, here never)."""
+    monkeypatch.setattr(frame_batch, "CANCEL_GRACE_SECONDS", 24 * 3600.0)
+    frame_range.frame_end = 1
+    client = ServerClient(server)
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+    ignored_before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
+    finally:
+        signal.signal(signal.SIGINT, ignored_before)
+    batch = state.frame_batch.active.batch
+    wait_for(lambda: "queued on the server" in batch.snapshot().message, "frame 1 queued")
+    assert bpy.ops.sd_blender.cancel_frames() == {"FINISHED"}
+    active = run_frames_timer_until_done()
+    client.cancel(ahead)  # still running: the frame was cancelled while queued behind it, not run
+    assert active.outcome == "cancelled: 0 of 1 frames done and kept; generating the frames again goes on from there"
 
 
 def test_frames_that_cannot_be_generated_say_what_to_fix(frame_range):

@@ -72,17 +72,27 @@ def test_the_timer_shows_each_new_preview_in_sd_preview_and_the_panel_draws_it(s
     assert run_timer_until_done().job.snapshot().state == "cancelled"
 
 
+def shown_by_a_tick(batch, poll):
+    """One tick of the batch's timer (`poll`) and the preview it showed: the batch's thread reads
+    newer ones meanwhile, so a tick counts when the newest was the same before and after it."""
+    while True:
+        before = batch.snapshot().preview
+        assert poll() is not None  # the timer goes on: the batch runs
+        if batch.snapshot().preview is before:
+            return before
+
+
 def assert_the_timer_shows_the_previews(batch, poll, panel):
     """While the background batch runs, its timer (`poll`) puts its newest previews into
     "SD Preview" and `panel` draws it; returns the folder the batch's previews were in."""
-    first = next_preview(batch)
-    assert poll() is not None  # the timer goes on: the batch runs
+    next_preview(batch)
+    first = shown_by_a_tick(batch, poll)
     image = bpy.data.images["SD Preview"]
     assert np.array_equal(image_rgb(image), first.pixels[:, :, :3])
     assert ("icon", image.preview.icon_id) in draw(panel)
-    second = next_preview(batch, after=first)
-    poll()
-    assert np.array_equal(image_rgb(image), second.pixels[:, :, :3])
+    next_preview(batch, after=first)
+    second = shown_by_a_tick(batch, poll)
+    assert second.step > first.step and np.array_equal(image_rgb(image), second.pixels[:, :, :3])
     return batch.temporary_folder
 
 

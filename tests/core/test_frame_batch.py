@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from conftest import REPO_ROOT
+from sd_blender.core import frame_batch
 from sd_blender.core.frame_batch import CANCELLED, DONE, FAILED, FrameBatch
 from waiting import wait_for
 
@@ -86,11 +87,25 @@ def test_the_newest_whole_preview_is_read_back_the_older_removed_and_all_go_with
     wait_for(lambda: stalled.exists() or batch.finished, "the third preview half-written")
     assert any(name.endswith(".part") for name in os.listdir(previews)), batch.snapshot().message
 
-    preview = batch.snapshot().preview  # step 6, not the third one, half there
-    assert preview.step == 6 and np.array_equal(preview.pixels, np.full((6, 4, 3), 60, np.uint8))
+    # Step 6, not the third one, half there (the batch's thread reads the folder: waited on).
+    wait_for(lambda: getattr(batch.snapshot().preview, "step", None) == 6, "the preview of step 6 read")
+    preview = batch.snapshot().preview
+    assert np.array_equal(preview.pixels, np.full((6, 4, 3), 60, np.uint8))
     assert batch.snapshot().preview is preview  # read once: the timer shows it once
-    assert "preview_shot_Scene_0001_3.png" not in os.listdir(previews)  # read past: removed
+    wait_for(lambda: "preview_shot_Scene_0001_3.png" not in os.listdir(previews), "the preview read past removed")
     batch.cancel()
     snapshot = batch.wait(30)
     assert snapshot.state == CANCELLED and not temporary.exists()
     assert snapshot.preview is preview  # the last one read stays
+
+
+def test_the_preview_written_just_before_the_process_ends_is_read_before_its_folder_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(frame_batch, "PREVIEW_POLL_SECONDS", 600.0)  # no read while it runs: only the last one
+    temporary = tmp_path / "batch"
+    previews = temporary / "previews"
+    previews.mkdir(parents=True)
+    batch = FrameBatch(python(WRITES_PREVIEWS_THEN_STALLS, str(REPO_ROOT), str(previews)), [tmp_path / "a.png"],
+                       temporary_folder=temporary, previews=previews).start()  # no stall: 3, 6, 9, exit
+    snapshot = batch.wait(60)
+    assert snapshot.finished and not temporary.exists()
+    assert snapshot.preview.step == 9 and np.array_equal(snapshot.preview.pixels, np.full((6, 4, 3), 90, np.uint8))
