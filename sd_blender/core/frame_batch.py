@@ -3,8 +3,9 @@ watched from Blender's UI thread, which never renders or waits for it itself.
 
 Progress is read from the result folder: a frame (or a texture's view) is done when its file is
 there (the command line writes each file whole). The process's last words say why it stopped.
-With a previews folder (the command's --previews), a thread of the batch reads the newest live
-preview written there, so the UI thread's snapshots neither scan the folder nor decode a PNG.
+With a previews folder (the command's --previews), the newest live preview written there is read
+back too. A thread of the batch reads these files, so the UI thread's snapshots touch no disk (a
+network share's included): no stat per frame, no folder scan, no PNG decode.
 """
 import os
 import shutil
@@ -19,7 +20,7 @@ from .preview_files import PreviewFolder
 # After Ctrl-C (SIGINT) the command line cancels its jobs on the server and exits; one that has
 # not exited after this long is terminated.
 CANCEL_GRACE_SECONDS = 15.0
-PREVIEW_POLL_SECONDS = 0.25  # how often the previews folder is read while the process runs
+FILES_POLL_SECONDS = 0.25  # how often the frames and previews are looked at while the process runs
 
 RUNNING = "running"
 DONE = "done"
@@ -53,6 +54,7 @@ class FrameBatch:
         writes its live previews to (core.preview_files), None when it writes none."""
         self._command = command
         self._previews = PreviewFolder(previews) if previews else None
+        self._frames_done = 0  # frame files there, as last counted
         self._preview = None  # the newest preview read from that folder
         self._process_ended = threading.Event()
         self.frame_paths = tuple(frame_paths)
@@ -100,21 +102,23 @@ class FrameBatch:
         return self.snapshot()
 
     def snapshot(self):
-        frames_done = sum(os.path.exists(path) for path in self.frame_paths)
         with self._lock:
-            return BatchSnapshot(self._state, frames_done, len(self.frame_paths), self._message(frames_done),
-                                 self._preview)
+            return BatchSnapshot(self._state, self._frames_done, len(self.frame_paths),
+                                 self._message(self._frames_done), self._preview)
 
-    def _follow_previews(self):
-        """Read the newest preview off Blender's UI thread (snapshot() only hands it on): every
-        PREVIEW_POLL_SECONDS while the process runs, and once more after it has ended."""
+    def _follow_files(self):
+        """Count the frames done and read the newest preview, off Blender's UI thread (snapshot()
+        only hands them on): at once, every FILES_POLL_SECONDS while the process runs, and once
+        more after it has ended."""
         while True:
-            ended = self._process_ended.wait(PREVIEW_POLL_SECONDS)
-            preview = self._previews.newest()
+            ended = self._process_ended.is_set()
+            frames_done = sum(os.path.exists(path) for path in self.frame_paths)
+            preview = self._previews.newest() if self._previews else None
             with self._lock:
-                self._preview = preview
+                self._frames_done, self._preview = frames_done, preview
             if ended:
                 return
+            self._process_ended.wait(FILES_POLL_SECONDS)
 
     def _message(self, frames_done):
         count = len(self.frame_paths)
@@ -129,10 +133,8 @@ class FrameBatch:
         return f"{self._error or self._last_words or 'the frames stopped'}; {kept}"
 
     def _watch(self):
-        follower = None
-        if self._previews:
-            follower = threading.Thread(target=self._follow_previews, name="sd_blender previews", daemon=True)
-            follower.start()
+        follower = threading.Thread(target=self._follow_files, name="sd_blender frame files", daemon=True)
+        follower.start()
         for line in self._process.stdout:
             line = line.strip()
             if not line:
@@ -143,8 +145,7 @@ class FrameBatch:
                     self._error = line.removeprefix("sd_blender: ")
         return_code = self._process.wait()
         self._process_ended.set()
-        if follower:
-            follower.join()  # its last read done before the folder goes
+        follower.join()  # its last count and read done before the folder goes and the state says ended
         if self.temporary_folder:
             shutil.rmtree(self.temporary_folder, ignore_errors=True)
         with self._lock:

@@ -49,12 +49,19 @@ def python(program, *arguments):
     return [sys.executable, "-c", program, *arguments]
 
 
-def test_frames_written_are_counted_and_the_first_error_line_says_why_it_stopped(tmp_path):
+def test_frames_written_are_counted_and_the_first_error_line_says_why_it_stopped(tmp_path, monkeypatch):
     paths = [tmp_path / f"shot_000{frame}.png" for frame in (1, 2, 3)]
-    snapshot = FrameBatch(python(WRITES_FIRST_FRAME_THEN_FAILS, str(paths[0])), paths).start().wait(60)
+    batch = FrameBatch(python(WRITES_FIRST_FRAME_THEN_FAILS, str(paths[0])), paths).start()
+    snapshot = batch.wait(60)
     assert (snapshot.state, snapshot.frames_done, snapshot.frame_count) == (FAILED, 1, 3)
     assert snapshot.message == ("frame 2: cannot reach the sd_blender server; 1 of 3 frames done and kept; "
                                 "generating the frames again goes on from there")
+    monkeypatch.setattr(frame_batch.os.path, "exists", looked_at_a_file)
+    assert batch.snapshot() == snapshot  # the caller's (Blender's UI) thread looks at no file
+
+
+def looked_at_a_file(path):
+    raise AssertionError(f"the calling thread looked at {path}")
 
 
 def test_a_finished_batch_says_where_the_frames_are(tmp_path):
@@ -100,7 +107,7 @@ def test_the_newest_whole_preview_is_read_back_the_older_removed_and_all_go_with
 
 
 def test_the_preview_written_just_before_the_process_ends_is_read_before_its_folder_goes(tmp_path, monkeypatch):
-    monkeypatch.setattr(frame_batch, "PREVIEW_POLL_SECONDS", 600.0)  # no read while it runs: only the last one
+    monkeypatch.setattr(frame_batch, "FILES_POLL_SECONDS", 600.0)  # no read while it runs: only the last one
     temporary = tmp_path / "batch"
     previews = temporary / "previews"
     previews.mkdir(parents=True)
@@ -109,3 +116,5 @@ def test_the_preview_written_just_before_the_process_ends_is_read_before_its_fol
     snapshot = batch.wait(60)
     assert snapshot.finished and not temporary.exists()
     assert snapshot.preview.step == 9 and np.array_equal(snapshot.preview.pixels, np.full((6, 4, 3), 90, np.uint8))
+    monkeypatch.setattr(frame_batch.PreviewFolder, "newest", looked_at_a_file)
+    assert batch.snapshot() == snapshot  # the caller's thread reads no preview
