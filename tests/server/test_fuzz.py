@@ -28,6 +28,7 @@ from live_server import running_server
 TOKEN = "fuzz-token"
 CASES_PER_ROUTE = 25
 SCENARIOS = 40
+ROUNDS = 5  # of SCENARIOS each, at most, until the stateful scenarios followed every link
 MIN_CASES = 600
 CONTRACT = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
@@ -173,14 +174,23 @@ def test_stateful_sequences(schema, client, cases):
             super().teardown()
 
     # Generation only, as schemathesis runs it: replaying a scenario (to shrink it) meets a server
-    # whose jobs have moved on. Derandomized: the same scenarios each run, so the links asserted below
-    # are followed every time, not only when the draw happens to (a random draw missed them in CI).
-    run_state_machine_as_test(
-        Workflow, settings=settings(DEFAULT_STATE_MACHINE_SETTINGS, max_examples=SCENARIOS, derandomize=True))
+    # whose jobs have moved on. Which links a round follows depends on the draw and on the server's
+    # timing (whether an image is there yet, whether a cancel comes before the job's end): rounds
+    # of scenarios run until the links below were followed, so a draw that missed them (as one in
+    # CI did) is not a failure; links the schema does not offer are, after ROUNDS.
+    for _ in range(ROUNDS):
+        run_state_machine_as_test(Workflow, settings=settings(DEFAULT_STATE_MACHINE_SETTINGS, max_examples=SCENARIOS))
+        if not links_not_followed(steps):
+            break
     cases.update(label for label, _ in steps.elements())
-    # Whether an image is there yet, or a cancel comes before the job's end, is the server's timing.
-    assert {("POST /v1/jobs", 202), ("GET /v1/jobs/{job_id}", 200), ("GET /v1/jobs/{job_id}/events", 200)} <= set(steps)
-    assert {label for label, _ in steps} >= {"DELETE /v1/jobs/{job_id}", "GET /v1/jobs/{job_id}/images/{index}.png"}
+    assert not links_not_followed(steps), steps
+
+
+def links_not_followed(steps: Counter) -> set:
+    """What a submitted job's links lead to and the stateful scenarios have not done yet."""
+    answered = {("POST /v1/jobs", 202), ("GET /v1/jobs/{job_id}", 200), ("GET /v1/jobs/{job_id}/events", 200)}
+    called = {"DELETE /v1/jobs/{job_id}", "GET /v1/jobs/{job_id}/images/{index}.png"}
+    return (answered - set(steps)) | (called - {label for label, _ in steps})
 
 
 def test_hundreds_of_cases_and_the_server_is_healthy_after_them(fuzzed_server, cases):
