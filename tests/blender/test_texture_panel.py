@@ -59,7 +59,7 @@ def test_generate_texture_returns_at_once_and_shows_the_texture_on_the_cube(sele
 
 def test_cancel_stops_the_texture_and_says_how_far_it_got(selected_cube, server):
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150})  # holds view 1 queued
+    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})  # holds view 1 queued
     assert bpy.ops.sd_blender.generate_texture() == {"FINISHED"}
     batch = state.texture_batch.active.batch
     wait_for(lambda: "queued on the server" in batch.snapshot().message, "view 1 queued")
