@@ -7,6 +7,7 @@ With a previews folder (the command's --previews), the newest live preview writt
 back too. A thread of the batch reads these files, so the UI thread's snapshots touch no disk (a
 network share's included): no stat per frame, no folder scan, no PNG decode.
 """
+import _thread
 import os
 import shutil
 import signal
@@ -17,8 +18,11 @@ from dataclasses import dataclass
 from .job import Preview
 from .preview_files import PreviewFolder
 
-# After Ctrl-C (SIGINT) the command line cancels its jobs on the server and exits; one that has
-# not exited after this long is terminated.
+# Written to the command's standard input by cancel(): the command line (--cancel-on-stdin) then
+# cancels its jobs on the server and exits, as on Ctrl-C. A line, not a signal: the same on every
+# OS, and no signal handler of Blender's stands in its way. One that has not exited after this long
+# is terminated.
+CANCEL_LINE = "cancel"
 CANCEL_GRACE_SECONDS = 15.0
 FILES_POLL_SECONDS = 0.25  # how often the frames and previews are looked at while the process runs
 
@@ -48,7 +52,8 @@ class BatchSnapshot:
 class FrameBatch:
     def __init__(self, command, frame_paths, env=None, temporary_folder=None, unit="frame",
                  again="generating the frames again goes on from there", previews=None):
-        """`command` writes frame_paths[i] for the i-th frame (or `unit`); `env` is its environment;
+        """`command` writes frame_paths[i] for the i-th frame (or `unit`), and stops as on Ctrl-C
+        when CANCEL_LINE comes on its standard input (listen_for_cancel); `env` is its environment;
         `temporary_folder` (the command's input) is removed once the command has ended; `again`
         says what running it again does with what is kept; `previews` is the folder the command
         writes its live previews to (core.preview_files), None when it writes none."""
@@ -71,7 +76,7 @@ class FrameBatch:
 
     def start(self):
         self._process = subprocess.Popen(
-            self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", env=self._env,
         )
         self._watcher.start()
@@ -82,7 +87,11 @@ class FrameBatch:
         with self._lock:
             self._cancel_requested = True
         if self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+            try:
+                self._process.stdin.write(CANCEL_LINE + "\n")
+                self._process.stdin.flush()
+            except OSError:  # it has just ended
+                return
             terminate = threading.Timer(CANCEL_GRACE_SECONDS, self._terminate_if_running)
             terminate.daemon = True
             terminate.start()
@@ -153,3 +162,23 @@ class FrameBatch:
                 self._state = DONE
             else:
                 self._state = CANCELLED if self._cancel_requested else FAILED
+
+
+def listen_for_cancel(stream):
+    """Interrupt the main thread as Ctrl-C does (KeyboardInterrupt) once `stream`, the command's
+    standard input, brings the line CANCEL_LINE; listened to on a thread of its own. Python must
+    handle SIGINT (signal.default_int_handler), else the interrupt does nothing."""
+    def listen():
+        for line in stream:
+            if line.strip() == CANCEL_LINE:
+                interrupt_main_thread()
+                return
+
+    threading.Thread(target=listen, name="sd_blender cancel", daemon=True).start()
+
+
+def interrupt_main_thread():
+    if hasattr(signal, "pthread_kill"):  # a SIGINT to the main thread wakes it from a sleep or a wait
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:  # Windows: raised at the main thread's next Python step (the command line's waits poll)
+        _thread.interrupt_main()

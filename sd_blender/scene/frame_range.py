@@ -47,7 +47,7 @@ def run_in_background(command, arguments, paths, token, previews, **batch_option
     copy_folder = tempfile.mkdtemp(prefix=f"sd_blender_{command}_")
     copy = os.path.join(copy_folder, blend_name)
     save_copy_whole(copy)
-    arguments = [command, copy, *arguments]
+    arguments = [command, copy, *arguments, "--cancel-on-stdin"]  # FrameBatch.cancel() writes its line
     previews_folder = os.path.join(copy_folder, "previews") if previews else None
     if previews:
         arguments += ["--previews", previews_folder]

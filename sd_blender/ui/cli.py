@@ -16,6 +16,7 @@ import sys
 
 from ..core.client import DEFAULT_SERVER_URL, ServerClient
 from ..core.files import clear_leftovers, write_whole
+from ..core.frame_batch import listen_for_cancel
 from ..core.job import DONE
 from ..core.openpose import openpose_json
 from ..core.png import is_whole_png, write_png
@@ -31,8 +32,9 @@ from ..scene.request import generation_size, pass_options, request_pass_kinds
 from ..scene.temporal import FramesRun, FramesStopped, TemporalOptions
 from . import cli_texture
 from .cli_common import (
-    HOW_TO_RETRY, add_pass_arguments, add_previews_argument, apply_arguments, apply_pass_arguments, ask_for_previews,
-    control_units, open_scene, pass_kinds, save_blend, server_limits, wait_with_progress,
+    HOW_TO_RETRY, add_cancel_argument, add_pass_arguments, add_previews_argument, apply_arguments,
+    apply_pass_arguments, ask_for_previews, control_units, open_scene, pass_kinds, save_blend, server_limits,
+    wait_with_progress,
 )
 
 
@@ -125,6 +127,7 @@ def build_parser():
                           help="warp and full: move each frame's start to the anchor frame's colour statistics")
     generate.add_argument("--save-blend", help="save the .blend with the applied result here")
     add_previews_argument(generate)
+    add_cancel_argument(generate)
     cli_texture.add_commands(commands)
     return parser
 
@@ -256,10 +259,12 @@ def run_generate(args):
 def run(argv):
     """Entry point of both command lines; returns the exit status."""
     args = build_parser().parse_args(argv)
-    # Ctrl-C, and the panel's Cancel (which sends SIGINT), cancel the jobs on the server through
+    # Ctrl-C, and the panel's Cancel (--cancel-on-stdin), cancel the jobs on the server through
     # KeyboardInterrupt. A process started with SIGINT ignored (a shell's background job, and all it
     # starts) or Blender's binary in the background (its handler only flags a break) never raises it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if getattr(args, "cancel_on_stdin", False):
+        listen_for_cancel(sys.stdin)
     try:
         commands = {"passes": run_passes, "generate": run_generate, "bake": cli_texture.run_bake,
                     "texture": cli_texture.run_texture}

@@ -7,6 +7,7 @@ import time
 import bpy
 
 from ..core.client import ServerError
+from ..core.frame_batch import CANCEL_LINE
 from ..core.preview_files import write_preview
 from ..scene.passes import PASS_KINDS
 from ..scene.saving import save_copy_whole
@@ -124,6 +125,12 @@ def add_previews_argument(parser):
     parser.add_argument("--previews", metavar="DIR",
                         help="write each live preview of a running job here as preview_<stem>_<step>.png "
                         "(default: no previews asked for)")
+
+
+def add_cancel_argument(parser):
+    parser.add_argument("--cancel-on-stdin", action="store_true",
+                        help=f"stop as on Ctrl-C (the jobs cancelled on the server) when a line '{CANCEL_LINE}' "
+                        "comes on standard input: how the panel's Cancel reaches its background process")
 
 
 def ask_for_previews(settings, folder):

@@ -22,8 +22,8 @@ from ..scene.texels import TexturingError, see, texture_targets
 from ..scene.texturing import FusionOptions, bake, report_entries, save_texture, show_on_objects, write_report
 from ..scene.views import STRATEGIES, placed_views, temporary_cameras, user_cameras
 from .cli_common import (
-    HOW_TO_RETRY, add_pass_arguments, add_previews_argument, apply_arguments, ask_for_previews, control_units,
-    open_scene, save_blend, server_limits, wait_with_progress,
+    HOW_TO_RETRY, add_cancel_argument, add_pass_arguments, add_previews_argument, apply_arguments, ask_for_previews,
+    control_units, open_scene, save_blend, server_limits, wait_with_progress,
 )
 
 TEXTURE_SIZES = (512, 4096)
@@ -91,6 +91,7 @@ def add_commands(commands):
     texture.add_argument("--server", default=os.environ.get("SD_BLENDER_SERVER_URL", DEFAULT_SERVER_URL))
     texture.add_argument("--token", default=os.environ.get("SD_BLENDER_TOKEN", ""))
     add_previews_argument(texture)
+    add_cancel_argument(texture)
     texture.set_defaults(num_images=None, guess_mode=None, img2img=None)
 
     bake_command = commands.add_parser(

@@ -19,8 +19,17 @@ print("stopped at frame 2", flush=True)
 sys.exit(1)
 """
 
-WORKS_UNTIL_INTERRUPTED = """
-import sys, time
+# Both programs below stop as the command line does when the batch is cancelled (its --cancel-on-stdin).
+LISTENS_FOR_CANCEL = """
+import signal, sys
+sys.path.insert(0, sys.argv[1])
+from sd_blender.core.frame_batch import listen_for_cancel
+signal.signal(signal.SIGINT, signal.default_int_handler)
+listen_for_cancel(sys.stdin)
+"""
+
+WORKS_UNTIL_INTERRUPTED = LISTENS_FOR_CANCEL + """
+import time
 try:
     while True:
         print("  step 1 of 20", flush=True)
@@ -32,9 +41,7 @@ except KeyboardInterrupt:
 
 # Writes two previews of frame 1 as `generate --previews` does, then stalls halfway through a third
 # (tests/stall_writes) until it is interrupted.
-WRITES_PREVIEWS_THEN_STALLS = """
-import sys
-sys.path.insert(0, sys.argv[1])
+WRITES_PREVIEWS_THEN_STALLS = LISTENS_FOR_CANCEL + """
 import numpy as np
 from sd_blender.core.job import Preview
 from sd_blender.core.png import encode_png
@@ -73,8 +80,10 @@ def test_a_finished_batch_says_where_the_frames_are(tmp_path):
     assert snapshot.preview is None  # no previews folder
 
 
-def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
-    batch = FrameBatch(python(WORKS_UNTIL_INTERRUPTED), [tmp_path / "a.png", tmp_path / "b.png"]).start()
+def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(frame_batch, "CANCEL_GRACE_SECONDS", 24 * 3600.0)  # interrupted, not terminated
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    batch = FrameBatch(python(WORKS_UNTIL_INTERRUPTED, str(REPO_ROOT)), paths).start()
     wait_for(lambda: "step 1 of 20" in batch.snapshot().message, "the process working")
     assert batch.snapshot().message == "frame 1 of 2: step 1 of 20"
     batch.cancel()
@@ -83,7 +92,9 @@ def test_cancel_interrupts_the_process_as_ctrl_c_does(tmp_path):
     assert snapshot.message == "cancelled: 0 of 2 frames done and kept; generating the frames again goes on from there"
 
 
-def test_the_newest_whole_preview_is_read_back_the_older_removed_and_all_go_with_the_temporary_folder(tmp_path):
+def test_the_newest_whole_preview_is_read_back_the_older_removed_and_all_go_with_the_temporary_folder(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(frame_batch, "CANCEL_GRACE_SECONDS", 24 * 3600.0)  # a stalled write is interrupted too
     temporary, stalled = tmp_path / "batch", tmp_path / "stalled"
     previews = temporary / "previews"
     previews.mkdir(parents=True)
