@@ -8,6 +8,7 @@ back too. A thread of the batch reads these files, so the UI thread's snapshots 
 network share's included): no stat per frame, no folder scan, no PNG decode.
 """
 import _thread
+import contextlib
 import os
 import shutil
 import signal
@@ -90,7 +91,7 @@ class FrameBatch:
             try:
                 self._process.stdin.write(CANCEL_LINE + "\n")
                 self._process.stdin.flush()
-            except OSError:  # it has just ended
+            except (OSError, ValueError):  # it has just ended (its pipe broken, or closed by the watcher)
                 return
             terminate = threading.Timer(CANCEL_GRACE_SECONDS, self._terminate_if_running)
             terminate.daemon = True
@@ -153,6 +154,8 @@ class FrameBatch:
                 if line.startswith("sd_blender: ") and not self._error:
                     self._error = line.removeprefix("sd_blender: ")
         return_code = self._process.wait()
+        with contextlib.suppress(OSError):  # a cancel line it never read stays unsent
+            self._process.stdin.close()
         self._process_ended.set()
         follower.join()  # its last count and read done before the folder goes and the state says ended
         if self.temporary_folder:
