@@ -61,6 +61,18 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{server.log()}")
 
 
+def wait_for_live_replicas(server: LiveServer, count: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Until /health lists `count` live replicas: it says "ok" from the first one registered, while
+    Serve may still be starting the others."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
+            if sum(replica["alive"] for replica in json.load(response).get("replicas", [])) >= count:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"fewer than {count} live replicas after {timeout:.0f} s:\n{server.log()}")
+
+
 def ray_server_options(replicas: int) -> tuple[tuple[str, ...], dict]:
     """The flags and environment of a server on a local Ray instance of its own: its files in a
     new temporary folder (a short path: Ray's sockets live there), no token file in the home folder."""

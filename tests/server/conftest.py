@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_server import ray_server_options, running_server  # noqa: E402
+from live_server import ray_server_options, running_server, wait_for_live_replicas  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,8 @@ def server(request, tiny_cache):
     local Ray instance (`--ray --replicas 2`)."""
     options, env = ray_server_options(replicas=2) if request.param == "ray" else ((), None)
     with running_server("--device", "cpu", *options, cache_dir=tiny_cache, env=env) as live:
+        if request.param == "ray":
+            wait_for_live_replicas(live, 2)
         yield live
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import free_port, ray_server_options, running_server, serving
+from live_server import free_port, ray_server_options, running_server, serving, wait_for_live_replicas
 from model_builders import TINY_METADATA, save_ldm_single_file
 from server_helpers import (
     LONG_JOB, cancel_all, fill_queue, run_job, started_count, submit, wait_finished, wait_running,
@@ -33,6 +33,7 @@ def cluster(tiny_cache, tmp_path_factory):
     with running_server(
         "--device", "cpu", *options, "--models-dir", str(checkpoints.parent), cache_dir=tiny_cache, env=env
     ) as live:
+        wait_for_live_replicas(live, 2)
         with httpx.Client(base_url=live.url, timeout=60) as client:
             yield client
 
@@ -118,6 +119,7 @@ def batching_cluster(tiny_cache):
     """Two replicas that each take up to two jobs (--max-batch 2): one running, one waiting behind it."""
     options, env = ray_server_options(replicas=2)
     with running_server("--device", "cpu", *options, "--max-batch", "2", cache_dir=tiny_cache, env=env) as live:
+        wait_for_live_replicas(live, 2)
         with httpx.Client(base_url=live.url, timeout=60) as client:
             yield client
 
