@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from waiting import wait_for
+
 START_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 30
 
@@ -61,16 +63,14 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{server.log()}")
 
 
-def wait_for_live_replicas(server: LiveServer, count: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
+def wait_for_live_replicas(server: LiveServer, count: int) -> None:
     """Until /health lists `count` live replicas: it says "ok" from the first one registered, while
     Serve may still be starting the others."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def live_replicas() -> int:
         with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
-            if sum(replica["alive"] for replica in json.load(response).get("replicas", [])) >= count:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"fewer than {count} live replicas after {timeout:.0f} s:\n{server.log()}")
+            return sum(replica["alive"] for replica in json.load(response).get("replicas", []))
+
+    wait_for(lambda: live_replicas() >= count, f"{count} live replicas in /health", timeout=START_TIMEOUT_SECONDS)
 
 
 def ray_server_options(replicas: int) -> tuple[tuple[str, ...], dict]:
