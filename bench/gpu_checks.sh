@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 QUICK=${GPU_CHECKS_QUICK:-}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 LOG=$OUT/gpu_checks.log
 SUMMARY=$OUT/summary.txt
 WORK=${GPU_CHECKS_WORK:-/tmp/sd_blender_bench}  # the random full-size models, built once, shared by the steps
