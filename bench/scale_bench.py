@@ -20,7 +20,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from live_server import ray_server_options, running_server  # noqa: E402
+from live_server import running_ray_server  # noqa: E402
 
 
 def wait_done(client: httpx.Client, job_id: str) -> None:
@@ -48,8 +48,7 @@ def run_jobs(client: httpx.Client, body: dict, count: int) -> float:
 
 def throughput(replicas: int, args: argparse.Namespace, body: dict) -> tuple[float, list[int]]:
     """Jobs per second with `replicas` replicas, and how many jobs each replica ran."""
-    options, env = ray_server_options(replicas)
-    with running_server("--device", args.device, "--max-queue", str(args.jobs), *options, env=env, start_timeout=600) as live:
+    with running_ray_server(replicas, "--device", args.device, "--max-queue", str(args.jobs), start_timeout=600) as live:
         with httpx.Client(base_url=live.url, timeout=120) as client:
             run_jobs(client, body, replicas)  # warm-up: each replica's first job
             before = jobs_ran(client)

@@ -23,6 +23,9 @@ from waiting import wait_for
 
 START_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 30
+# A job that keeps the tiny-model server busy long enough, on any machine, for the jobs submitted
+# after it to be seen queued behind it: cancel it once done with.
+JOB_AHEAD = {"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8}
 
 
 def server_command() -> list[str]:
@@ -63,14 +66,14 @@ def _wait_for_health(server: LiveServer, timeout: float) -> None:
     raise RuntimeError(f"server not healthy after {timeout:.0f} s:\n{server.log()}")
 
 
-def wait_for_live_replicas(server: LiveServer, count: int) -> None:
+def _wait_for_live_replicas(server: LiveServer, count: int, timeout: float) -> None:
     """Until /health lists `count` live replicas: it says "ok" from the first one registered, while
     Serve may still be starting the others."""
     def live_replicas() -> int:
         with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
             return sum(replica["alive"] for replica in json.load(response).get("replicas", []))
 
-    wait_for(lambda: live_replicas() >= count, f"{count} live replicas in /health", timeout=START_TIMEOUT_SECONDS)
+    wait_for(lambda: live_replicas() >= count, f"{count} live replicas in /health", timeout=timeout)
 
 
 def ray_server_options(replicas: int) -> tuple[tuple[str, ...], dict]:
@@ -93,6 +96,16 @@ def running_server(
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
     with serving(command, port, env, log_path, start_timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_ray_server(replicas: int, *extra_args: str, start_timeout: float = START_TIMEOUT_SECONDS, **options):
+    """running_server on a local Ray instance of its own (ray_server_options) with `replicas`
+    replicas, yielded once every one of them is live."""
+    flags, env = ray_server_options(replicas)
+    with running_server(*extra_args, *flags, env=env, start_timeout=start_timeout, **options) as server:
+        _wait_for_live_replicas(server, replicas, start_timeout)
         yield server
 
 

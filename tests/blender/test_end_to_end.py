@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
+from live_server import JOB_AHEAD
 from scenes import sphere_and_wall_scene
 from sd_blender.core.client import ServerClient
 from sd_blender.ui import operators, state
@@ -26,7 +27,7 @@ def test_generate_returns_at_once_and_applies_the_result_as_background(saved_sce
     saved_scene.sd_blender.apply_to = "BACKGROUND"
     client = ServerClient(server)
     # A long job ahead keeps the server busy, so the add-on's job is still waiting when the operator returns.
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+    ahead = client.submit(JOB_AHEAD)
     assert bpy.ops.sd_blender.generate() == {"FINISHED"}
     active = state.generation.active
     assert not active.job.snapshot().finished  # it returned without waiting for the server
@@ -52,7 +53,7 @@ def test_a_job_running_while_another_file_is_opened_is_saved_not_applied(saved_s
     other = tmp_path / "other.blend"  # the same scene and camera by name: the result must not land there
     bpy.ops.wm.save_as_mainfile(filepath=str(other), copy=True)
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})  # keeps the job waiting
+    ahead = client.submit(JOB_AHEAD)  # keeps the job waiting
     assert bpy.ops.sd_blender.generate() == {"FINISHED"}
     bpy.ops.wm.open_mainfile(filepath=str(other))
     client.cancel(ahead)
@@ -96,7 +97,7 @@ def test_a_disabled_unit_is_not_sent(saved_scene):
 
 def test_cancel_stops_the_job_and_writes_nothing(saved_scene, tmp_path, server):
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})  # holds the job queued
+    ahead = client.submit(JOB_AHEAD)  # holds the job queued
     bpy.ops.sd_blender.generate()
     job = state.generation.active.job
     wait_for(lambda: job.snapshot().state == "queued", "the job queued on the server")

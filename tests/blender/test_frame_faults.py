@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from live_server import running_server
+from live_server import JOB_AHEAD, running_server
 from sd_blender.core.client import ServerClient
 from stand_in_server import cutting_off, stand_in
 from waiting import wait_for
@@ -149,7 +149,7 @@ def test_a_server_killed_mid_job_stops_the_batch_at_that_frame(shot, tmp_path, t
     with running_server(cache_dir=cache) as doomed:  # killed below
         kept = first_frame_done(shot, out, doomed.url)
         # Holds frame 2 queued until the server is killed (the longest job the server takes).
-        ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+        ServerClient(doomed.url).submit(JOB_AHEAD)
         batch = start_frames(shot, out, doomed.url, "1-3")
         output = OutputLines(batch)
         wait_for(lambda: "queued on the server" in output.after("frame 2:") or batch.poll() is not None, "frame 2 queued")

@@ -8,6 +8,7 @@ import signal
 import bpy
 import pytest
 
+from live_server import JOB_AHEAD
 from sd_blender.core import frame_batch
 from sd_blender.ui import state
 from sd_blender.core.client import ServerClient
@@ -59,7 +60,7 @@ def test_cancelled_frames_keep_what_is_done_and_generating_again_goes_on(frame_r
     frame_range.frame_end = 3
     client = ServerClient(server)
     # Holds frame 2 queued (the longest job the server takes), cancelled once frame 2 is.
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+    ahead = client.submit(JOB_AHEAD)
     assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}
     batch = state.frame_batch.active.batch
     wait_for(lambda: "queued on the server" in batch.snapshot().message, "frame 2 queued")
@@ -87,7 +88,7 @@ def test_cancel_reaches_a_process_started_with_ctrl_c_ignored(frame_range, serve
     monkeypatch.setattr(frame_batch, "CANCEL_GRACE_SECONDS", 24 * 3600.0)
     frame_range.frame_end = 1
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+    ahead = client.submit(JOB_AHEAD)
     ignored_before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         assert bpy.ops.sd_blender.generate_frames() == {"FINISHED"}

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO_ROOT
-from live_server import ray_server_options, running_server
+from live_server import running_ray_server
 from stand_in_server import forward, send, stand_in
 
 SUBMISSION_ROUTES = ("/v1/jobs", "/v1/frame-jobs")
@@ -24,9 +24,7 @@ HOLD_SECONDS = 20
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Replaces conftest's for this file: two replicas on a local Ray instance of its own."""
-    options, env = ray_server_options(replicas=2)
-    with running_server("--device", "cpu", *options, cache_dir=tmp_path_factory.mktemp("server_cache"),
-                        env=env) as live:
+    with running_ray_server(2, "--device", "cpu", cache_dir=tmp_path_factory.mktemp("server_cache")) as live:
         yield live.url
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from live_server import running_server
+from live_server import JOB_AHEAD, running_server
 from sd_blender.ui import state
 from sd_blender.core import job as job_module
 from sd_blender.core.client import ServerClient
@@ -75,7 +75,7 @@ def test_a_proxy_error_page_fails_with_the_reason(background_scene, addon, tmp_p
 def test_a_server_killed_mid_job_fails_with_the_reason(background_scene, addon, tmp_path, tmp_path_factory):
     with running_server(cache_dir=tmp_path_factory.mktemp("server_cache")) as doomed:
         addon.server_url = doomed.url
-        ServerClient(doomed.url).submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})
+        ServerClient(doomed.url).submit(JOB_AHEAD)
         assert bpy.ops.sd_blender.generate() == {"FINISHED"}
         job = state.generation.active.job
         wait_for(lambda: job.snapshot().state == "queued", "the job queued behind the one ahead")

@@ -7,6 +7,7 @@ import os
 import bpy
 import pytest
 
+from live_server import JOB_AHEAD
 from sd_blender.core.client import ServerClient
 from sd_blender.ui import panels, state, texture
 from stand_in_layout import draw
@@ -59,7 +60,7 @@ def test_generate_texture_returns_at_once_and_shows_the_texture_on_the_cube(sele
 
 def test_cancel_stops_the_texture_and_says_how_far_it_got(selected_cube, server):
     client = ServerClient(server)
-    ahead = client.submit({"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8})  # holds view 1 queued
+    ahead = client.submit(JOB_AHEAD)  # holds view 1 queued
     assert bpy.ops.sd_blender.generate_texture() == {"FINISHED"}
     batch = state.texture_batch.active.batch
     wait_for(lambda: "queued on the server" in batch.snapshot().message, "view 1 queued")

@@ -2,6 +2,7 @@
 served by Ray Serve with two replicas; the tests that take `client` run against both."""
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_server import ray_server_options, running_server, wait_for_live_replicas  # noqa: E402
+from live_server import running_ray_server, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +23,8 @@ def tiny_cache(tmp_path_factory) -> Path:
 def server(request, tiny_cache):
     """On the CPU (a test asserts it), whatever devices the machine has; in one process, or on a
     local Ray instance (`--ray --replicas 2`)."""
-    options, env = ray_server_options(replicas=2) if request.param == "ray" else ((), None)
-    with running_server("--device", "cpu", *options, cache_dir=tiny_cache, env=env) as live:
-        if request.param == "ray":
-            wait_for_live_replicas(live, 2)
+    start = functools.partial(running_ray_server, 2) if request.param == "ray" else running_server
+    with start("--device", "cpu", cache_dir=tiny_cache) as live:
         yield live
 
 

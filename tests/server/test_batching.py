@@ -10,7 +10,7 @@ import json
 import httpx
 import numpy as np
 import pytest
-from live_server import running_server
+from live_server import JOB_AHEAD, running_server
 from PIL import Image
 from server_helpers import fetch_image, read_events, run_job, submit, wait_running
 from waiting import wait_for
@@ -25,7 +25,6 @@ from sd_blender_server.runner import Runner
 
 # Holds the worker while the jobs behind it queue up: it runs alone (8 images, more than any batch
 # here) and is cancelled once they are queued.
-AHEAD = {"prompt": "ahead", "width": 512, "height": 512, "steps": 150, "num_images": 8}
 JOB = {"width": 64, "height": 64, "steps": 4, "preview_every": 2}
 # Three jobs alike but for their prompts, negative prompts and seeds: one batch.
 ALIKE = [
@@ -40,7 +39,7 @@ TOLERANCE = 2
 def start_behind_ahead(client: httpx.Client, bodies: list[dict]) -> list[str]:
     """Submit the bodies while a long job holds the worker, then cancel it: the worker takes them
     from a full queue. Their ids, in order."""
-    ahead = submit(client, **AHEAD)
+    ahead = submit(client, **JOB_AHEAD)
     wait_running(client, ahead)
     ids = [submit(client, **body) for body in bodies]
     assert client.delete(f"/v1/jobs/{ahead}").status_code == 202

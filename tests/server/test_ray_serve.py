@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import free_port, ray_server_options, running_server, serving, wait_for_live_replicas
+from live_server import free_port, ray_server_options, running_ray_server, running_server, serving
 from model_builders import TINY_METADATA, save_ldm_single_file
 from server_helpers import (
     LONG_JOB, cancel_all, fill_queue, run_job, started_count, submit, wait_finished, wait_running,
@@ -29,11 +29,7 @@ def cluster(tiny_cache, tmp_path_factory):
     checkpoints = tmp_path_factory.mktemp("ray_models") / "checkpoints"
     checkpoints.mkdir()
     save_ldm_single_file(ensure_tiny_model(tiny_cache) / "pipeline", checkpoints / "tiny-copy.safetensors", TINY_METADATA)
-    options, env = ray_server_options(replicas=2)
-    with running_server(
-        "--device", "cpu", *options, "--models-dir", str(checkpoints.parent), cache_dir=tiny_cache, env=env
-    ) as live:
-        wait_for_live_replicas(live, 2)
+    with running_ray_server(2, "--device", "cpu", "--models-dir", str(checkpoints.parent), cache_dir=tiny_cache) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
             yield client
 
@@ -117,9 +113,7 @@ def test_a_replica_killed_while_idle_shows_stopped_and_its_replacement_serves(cl
 @pytest.fixture(scope="module")
 def batching_cluster(tiny_cache):
     """Two replicas that each take up to two jobs (--max-batch 2): one running, one waiting behind it."""
-    options, env = ray_server_options(replicas=2)
-    with running_server("--device", "cpu", *options, "--max-batch", "2", cache_dir=tiny_cache, env=env) as live:
-        wait_for_live_replicas(live, 2)
+    with running_ray_server(2, "--device", "cpu", "--max-batch", "2", cache_dir=tiny_cache) as live:
         with httpx.Client(base_url=live.url, timeout=60) as client:
             yield client
 
